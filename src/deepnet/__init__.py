@@ -1,0 +1,75 @@
+"""deepnet: the deep learning course's week-4 network on NumPy (CPU) or CuPy (CUDA)."""
+
+from deepnet.backend import (
+    array_namespace,
+    cuda_available,
+    resolve_device,
+    synchronize,
+    to_device,
+    to_numpy,
+    use_device,
+)
+from deepnet.errors import (
+    DataError,
+    DeepnetError,
+    DeviceError,
+    DivergenceError,
+    InputError,
+    ModelFileError,
+    ShapeError,
+)
+from deepnet.initialization import initialize_parameters, initialize_parameters_deep
+from deepnet.kernels import (
+    L_model_backward,
+    L_model_forward,
+    accuracy,
+    compute_cost,
+    linear_activation_backward,
+    linear_activation_forward,
+    linear_backward,
+    linear_forward,
+    predict,
+    predict_proba,
+    relu,
+    relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    update_parameters,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "DeepnetError",
+    "DeviceError",
+    "InputError",
+    "L_model_backward",
+    "L_model_forward",
+    "ModelFileError",
+    "ShapeError",
+    "DivergenceError",
+    "__version__",
+    "accuracy",
+    "array_namespace",
+    "compute_cost",
+    "cuda_available",
+    "initialize_parameters",
+    "initialize_parameters_deep",
+    "linear_activation_backward",
+    "linear_activation_forward",
+    "linear_backward",
+    "linear_forward",
+    "predict",
+    "predict_proba",
+    "relu",
+    "relu_backward",
+    "resolve_device",
+    "sigmoid",
+    "sigmoid_backward",
+    "synchronize",
+    "to_device",
+    "to_numpy",
+    "update_parameters",
+    "use_device",
+]

@@ -1,0 +1,87 @@
+"""Parameter initialisation: drawn on the host with NumPy's legacy generator, then placed.
+
+Drawing on the host with ``RandomState(seed).randn`` (the stream of the course's
+``np.random.seed(seed); np.random.randn(...)``) means the CPU and the GPU start from the same
+weights, and the course's printed figures are reproduced exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from deepnet.backend import to_device
+from deepnet.errors import InputError
+
+Init = Literal["small", "lecun"]
+INITS: dict[str, str] = {
+    "small": "randn * 0.01, as in the step-by-step notebook and the two-layer model",
+    "lecun": "randn / sqrt(n_prev), as in the application notebook's L-layer model",
+}
+
+
+def check_layer_dims(layer_dims: Sequence[int]) -> list[int]:
+    """Validate layer sizes: at least two, each a positive integer."""
+    try:
+        dims = list(layer_dims)
+    except TypeError:
+        raise InputError(
+            f"layer_dims must be a sequence of layer sizes like [12288, 7, 1], got {layer_dims!r}"
+        ) from None
+    if len(dims) < 2:
+        raise InputError(f"layer_dims needs at least 2 sizes (input and output), got {dims}")
+    for n in dims:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise InputError(f"layer sizes must be positive integers, got {dims}")
+    return [int(n) for n in dims]
+
+
+def draw_parameters(layer_dims: Sequence[int], init: Init = "small", seed: int = 1) -> dict:
+    """Host (NumPy float64) parameters W1, b1, ..., drawn in layer order."""
+    dims = check_layer_dims(layer_dims)
+    if init not in INITS:
+        raise InputError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+    rng = np.random.RandomState(seed)
+    parameters = {}
+    for layer in range(1, len(dims)):
+        W = rng.randn(dims[layer], dims[layer - 1])
+        W = W * 0.01 if init == "small" else W / np.sqrt(dims[layer - 1])
+        parameters[f"W{layer}"] = W
+        parameters[f"b{layer}"] = np.zeros((dims[layer], 1))
+    return parameters
+
+
+def place(parameters: dict, device: str | None = None, dtype: Any = "float64") -> dict:
+    """Copy a parameter dict onto a device, in a dtype."""
+    return {k: to_device(v, device, dtype) for k, v in parameters.items()}
+
+
+def initialize_parameters(
+    n_x: int,
+    n_h: int,
+    n_y: int,
+    *,
+    seed: int = 1,
+    init: Init = "small",
+    device: str | None = None,
+    dtype: Any = "float64",
+) -> dict:
+    """Parameters of the two-layer LINEAR -> RELU -> LINEAR -> SIGMOID network."""
+    return place(draw_parameters([n_x, n_h, n_y], init, seed), device, dtype)
+
+
+def initialize_parameters_deep(
+    layer_dims: Sequence[int],
+    *,
+    seed: int = 3,
+    init: Init = "small",
+    device: str | None = None,
+    dtype: Any = "float64",
+) -> dict:
+    """Parameters of an L-layer network; the defaults reproduce the step-by-step notebook.
+
+    The application notebook's L-layer model uses ``seed=1, init="lecun"``.
+    """
+    return place(draw_parameters(layer_dims, init, seed), device, dtype)

@@ -1,0 +1,185 @@
+"""The course's building blocks, written once against the Array API.
+
+Every function follows its inputs: NumPy arrays in, NumPy arrays out; CuPy in, CuPy out;
+array-api-strict in, array-api-strict out; and the dtype is kept (float32 stays float32).
+Only standard operations are used (``@``, ``sum(..., keepdims=True)``, ``where``, ``exp``,
+``log``, ``clip``, ...), which is what lets one body of code run on every backend.
+
+Names, signatures and caches are the course's: a linear cache is ``(A_prev, W, b)``, an
+activation cache is ``Z``, and ``L_model_backward`` stores layer l's ``dA_prev`` under
+``grads["dA" + str(l - 1)]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from deepnet.backend import array_namespace
+
+Array = Any
+Activation = Literal["sigmoid", "relu"]
+LinearCache = tuple[Array, Array, Array]
+LayerCache = tuple[LinearCache, Array]
+
+
+def linear_forward(A: Array, W: Array, b: Array) -> tuple[Array, LinearCache]:
+    """Z = W A + b, and the cache (A, W, b) for the backward pass."""
+    Z = W @ A + b
+    return Z, (A, W, b)
+
+
+def sigmoid(Z: Array) -> tuple[Array, Array]:
+    """1 / (1 + exp(-Z)), without overflow for large |Z|; returns (A, cache=Z)."""
+    xp = array_namespace(Z)
+    # exp of a non-positive number never overflows. For Z >= 0 this is the course's formula
+    # bit for bit; for Z < 0 it is the same value, rewritten as e^Z / (1 + e^Z).
+    e = xp.exp(-xp.abs(Z))
+    A = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))
+    return A, Z
+
+
+def relu(Z: Array) -> tuple[Array, Array]:
+    """max(0, Z); returns (A, cache=Z)."""
+    xp = array_namespace(Z)
+    return xp.maximum(Z, 0.0), Z
+
+
+def sigmoid_backward(dA: Array, cache: Array) -> Array:
+    """dZ = dA * s * (1 - s) with s = sigmoid(Z)."""
+    s, _ = sigmoid(cache)
+    return dA * s * (1 - s)
+
+
+def relu_backward(dA: Array, cache: Array) -> Array:
+    """dZ = dA where Z > 0, else 0."""
+    xp = array_namespace(dA, cache)
+    return xp.where(cache > 0, dA, 0.0)
+
+
+_FORWARD = {"sigmoid": sigmoid, "relu": relu}
+_BACKWARD = {"sigmoid": sigmoid_backward, "relu": relu_backward}
+
+
+def _activation(table: dict, activation: str):
+    try:
+        return table[activation]
+    except KeyError:
+        raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'") from None
+
+
+def linear_activation_forward(
+    A_prev: Array, W: Array, b: Array, activation: Activation
+) -> tuple[Array, LayerCache]:
+    """One [LINEAR -> ACTIVATION] layer; returns (A, (linear_cache, activation_cache))."""
+    Z, linear_cache = linear_forward(A_prev, W, b)
+    A, activation_cache = _activation(_FORWARD, activation)(Z)
+    return A, (linear_cache, activation_cache)
+
+
+def num_layers(parameters: dict[str, Array]) -> int:
+    """L, the number of weight layers in a course parameter dict (W1, b1, ..., WL, bL)."""
+    return len(parameters) // 2
+
+
+def L_model_forward(X: Array, parameters: dict[str, Array]) -> tuple[Array, list[LayerCache]]:
+    """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID; returns (AL, caches)."""
+    L = num_layers(parameters)
+    A = X
+    caches = []
+    for layer in range(1, L + 1):
+        activation = "sigmoid" if layer == L else "relu"
+        A, cache = linear_activation_forward(
+            A, parameters[f"W{layer}"], parameters[f"b{layer}"], activation
+        )
+        caches.append(cache)
+    return A, caches
+
+
+def compute_cost(AL: Array, Y: Array) -> Array:
+    """The cross-entropy cost -1/m sum(Y log AL + (1 - Y) log(1 - AL)), as a 0-d array.
+
+    Probabilities are clipped to [tiny, 1] before the logs, so a saturated output (AL exactly
+    0 or 1) gives a large finite cost instead of NaN; unsaturated values are unchanged.
+    """
+    xp = array_namespace(AL, Y)
+    tiny = xp.finfo(AL.dtype).smallest_normal
+    m = Y.shape[1]
+    log_p = xp.log(xp.clip(AL, tiny, 1.0))
+    log_q = xp.log(xp.clip(1 - AL, tiny, 1.0))
+    return -xp.sum(Y * log_p + (1 - Y) * log_q) / m
+
+
+def linear_backward(dZ: Array, cache: LinearCache) -> tuple[Array, Array, Array]:
+    """From dZ and (A_prev, W, b): (dA_prev, dW, db)."""
+    xp = array_namespace(dZ)
+    A_prev, W, _b = cache
+    m = A_prev.shape[1]
+    dW = 1.0 / m * (dZ @ A_prev.T)
+    db = 1.0 / m * xp.sum(dZ, axis=1, keepdims=True)
+    dA_prev = W.T @ dZ
+    return dA_prev, dW, db
+
+
+def linear_activation_backward(
+    dA: Array, cache: LayerCache, activation: Activation
+) -> tuple[Array, Array, Array]:
+    """Backward through one [LINEAR -> ACTIVATION] layer: (dA_prev, dW, db)."""
+    linear_cache, activation_cache = cache
+    dZ = _activation(_BACKWARD, activation)(dA, activation_cache)
+    return linear_backward(dZ, linear_cache)
+
+
+def L_model_backward(AL: Array, Y: Array, caches: list[LayerCache]) -> dict[str, Array]:
+    """Gradients of the cost for every layer: dW{l}, db{l}, and dA{l-1} (layer l's dA_prev)."""
+    xp = array_namespace(AL, Y)
+    L = len(caches)
+    Y = xp.reshape(Y, AL.shape)
+    # The course's formula, applied as written (its unit case feeds an AL that is not a
+    # probability). The training loop uses the simpler dZL = AL - Y instead.
+    dAL = -(Y / AL - (1 - Y) / (1 - AL))
+    grads = {}
+    dA = dAL
+    for layer in range(L, 0, -1):
+        activation = "sigmoid" if layer == L else "relu"
+        dA, dW, db = linear_activation_backward(dA, caches[layer - 1], activation)
+        grads[f"dA{layer - 1}"] = dA
+        grads[f"dW{layer}"] = dW
+        grads[f"db{layer}"] = db
+    return grads
+
+
+def update_parameters(
+    parameters: dict[str, Array], grads: dict[str, Array], learning_rate: float
+) -> dict[str, Array]:
+    """One gradient-descent step, W <- W - lr dW and b <- b - lr db; returns a new dict."""
+    L = num_layers(parameters)
+    updated = {}
+    for layer in range(1, L + 1):
+        for name in ("W", "b"):
+            key = f"{name}{layer}"
+            updated[key] = parameters[key] - learning_rate * grads[f"d{key}"]
+    return updated
+
+
+def predict_proba(X: Array, parameters: dict[str, Array]) -> Array:
+    """P(cat) for each column of X, shape (1, m)."""
+    AL, _ = L_model_forward(X, parameters)
+    return AL
+
+
+def predict(X: Array, y: Array | None, parameters: dict[str, Array]) -> Array:
+    """0/1 predictions (threshold 0.5) for each column of X, shape (1, m), in X's dtype.
+
+    As in the course, ``y`` may be given; use :func:`accuracy` to compare with it
+    (``predict`` itself prints nothing and never reads the labels).
+    """
+    xp = array_namespace(X)
+    AL = predict_proba(X, parameters)
+    return xp.astype(AL > 0.5, AL.dtype)
+
+
+def accuracy(predictions: Array, Y: Array) -> float:
+    """The fraction of predictions equal to the labels (reads one scalar from the device)."""
+    xp = array_namespace(predictions, Y)
+    Y = xp.reshape(Y, predictions.shape)
+    return float(xp.mean(xp.astype(predictions == xp.astype(Y, predictions.dtype), xp.float64)))

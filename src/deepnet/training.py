@@ -1,0 +1,289 @@
+"""Training loops: the course's ``two_layer_model`` and ``L_layer_model`` on any device.
+
+One code path serves every backend. The data go to the device once; each iteration runs
+:func:`train_step`, which fuses the course's forward, cost, backward and update into the
+fewest array operations: no gradient for the input layer (nobody needs dX), ``dZL = AL - Y``
+instead of going through dAL, ReLU masks taken from the activations, and no Z kept.
+A scalar is read back from the device only when a cost is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
+from deepnet.errors import DivergenceError, InputError, ShapeError
+from deepnet.initialization import Init, check_layer_dims, draw_parameters
+from deepnet.kernels import num_layers, sigmoid
+
+Array = Any
+DTYPES = ("float64", "float32")
+
+
+def train_step(
+    parameters: dict[str, Array], X: Array, Y: Array, learning_rate: float
+) -> tuple[dict[str, Array], Array]:
+    """One gradient-descent step on (X, Y); returns (new parameters, cost before the step).
+
+    The cost is a 0-d device array, computed from the logits (stable when the output
+    saturates); reading it with ``float()`` is the only point that waits for the device.
+    """
+    xp = array_namespace(X, Y)
+    L = num_layers(parameters)
+    m = X.shape[1]
+    activations = [X]
+    for layer in range(1, L):
+        Z = parameters[f"W{layer}"] @ activations[-1] + parameters[f"b{layer}"]
+        activations.append(xp.maximum(Z, 0.0))
+    ZL = parameters[f"W{L}"] @ activations[-1] + parameters[f"b{L}"]
+    AL, _ = sigmoid(ZL)
+    # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^ZL) - Y ZL, finite even when AL is 0 or 1.
+    cost = xp.sum(xp.logaddexp(ZL, 0.0) - Y * ZL) / m
+    dZ = (AL - Y) / m  # the 1/m of dW and db, applied once to the smallest array
+    updated = {}
+    for layer in range(L, 0, -1):
+        A_prev = activations[layer - 1]
+        W = parameters[f"W{layer}"]
+        if layer > 1:  # the input layer's dA is never needed: skip its 12288-row product
+            dZ_prev = xp.where(A_prev > 0, W.T @ dZ, 0.0)
+        updated[f"W{layer}"] = W - learning_rate * (dZ @ A_prev.T)
+        updated[f"b{layer}"] = parameters[f"b{layer}"] - learning_rate * xp.sum(
+            dZ, axis=1, keepdims=True
+        )
+        if layer > 1:
+            dZ = dZ_prev
+    return {k: updated[k] for k in sorted(updated, key=_param_order)}, cost
+
+
+def _param_order(key: str) -> tuple[int, str]:
+    return int(key[1:]), key[0]
+
+
+def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[np.ndarray] | None:
+    """Column indices of each mini-batch of one epoch (None for full batch).
+
+    The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
+    """
+    if batch_size is None or batch_size >= m:
+        return None
+    order = np.random.RandomState([seed, epoch]).permutation(m)
+    return [order[i : i + batch_size] for i in range(0, m, batch_size)]
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run: parameters, costs so far, next iteration."""
+
+    parameters: dict[str, Array]
+    costs: list[float] = field(default_factory=list)
+    iteration: int = 0
+
+
+def _check_data(X: Array, Y: Array, n_x: int) -> None:
+    if len(X.shape) != 2 or X.shape[0] != n_x:
+        raise ShapeError(
+            f"X must have shape ({n_x}, m), one example per column, to match "
+            f"layers_dims[0] = {n_x}; got {tuple(X.shape)}"
+        )
+    if tuple(Y.shape) != (1, X.shape[1]):
+        raise ShapeError(
+            f"Y must have shape (1, {X.shape[1]}) (one label per column of X); got {tuple(Y.shape)}"
+        )
+    if X.shape[1] == 0:
+        raise ShapeError("X has no examples (0 columns); training needs at least one")
+
+
+def prepare(X: Array, Y: Array, device: str | None, dtype: str) -> tuple[Array, Array]:
+    """Put X and Y on the training device in the working dtype, copying only if needed.
+
+    Host arrays go to ``device`` (resolved as usual); device arrays stay where they are
+    unless ``device`` names another one.
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if device is None and not is_host_array(X):
+        xp = array_namespace(X, Y)
+        want = getattr(xp, dtype)
+        X = X if X.dtype == want else xp.astype(X, want)
+        Y = Y if Y.dtype == want else xp.astype(Y, want)
+        return X, Y
+    if device is not None and device_of(X) not in ("cpu", device):
+        X, Y = to_numpy(X), to_numpy(Y)
+    return to_device(X, device, dtype), to_device(Y, device, dtype)
+
+
+def like(host: dict[str, np.ndarray], X: Array) -> dict[str, Array]:
+    """Host parameters placed in X's namespace and dtype."""
+    xp = array_namespace(X)
+    return {k: xp.asarray(np.asarray(v), dtype=X.dtype) for k, v in host.items()}
+
+
+def fit(
+    X: Array,
+    Y: Array,
+    state: TrainState,
+    *,
+    learning_rate: float,
+    num_iterations: int,
+    batch_size: int | None = None,
+    seed: int = 1,
+    record_every: int = 100,
+    print_cost: bool = False,
+    callback: Callable[[TrainState, float], None] | None = None,
+) -> TrainState:
+    """Run iterations ``state.iteration .. num_iterations - 1`` on device-resident X, Y.
+
+    One iteration is one pass over the data (one step at full batch). Every
+    ``record_every`` iterations, and at the last one, the cost before that iteration's
+    update is recorded, printed if asked, and passed to ``callback(state, cost)``.
+    Raises :class:`DivergenceError`, keeping the last finite parameters, when the cost
+    turns NaN or infinite.
+    """
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
+        learning_rate <= 0
+    ):
+        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    xp = array_namespace(X, Y)
+    m = X.shape[1]
+    params, costs = state.parameters, list(state.costs)
+    # Parameters whose cost was last seen finite: what a diverged run hands back.
+    good_params, good_iteration = params, state.iteration
+    cost = None
+    for i in range(state.iteration, num_iterations):
+        params_in = params
+        batches = batch_order(m, batch_size, seed, i)
+        if batches is None:
+            params, cost = train_step(params, X, Y, learning_rate)
+        else:
+            cost = 0.0
+            for idx in batches:
+                cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+                Xb, Yb = xp.take(X, cols, axis=1), xp.take(Y, cols, axis=1)
+                params, batch_cost = train_step(params, Xb, Yb, learning_rate)
+                cost = cost + batch_cost * (len(idx) / m)
+        if i % record_every == 0:
+            value = float(cost)  # the one device->host read, only when a cost is recorded
+            _check_finite(value, i, good_params, good_iteration, costs)
+            good_params, good_iteration = params_in, i
+            costs.append(value)
+            if print_cost:
+                print(f"Cost after iteration {i}: {value}")
+            if callback is not None:
+                callback(TrainState(params, costs, i + 1), value)
+    if cost is not None and (num_iterations - 1) % record_every != 0:
+        _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
+    return TrainState(params, costs, max(num_iterations, state.iteration))
+
+
+def _check_finite(
+    value: float, iteration: int, good_params: dict, good_iteration: int, costs: list
+) -> None:
+    if not math.isfinite(value):
+        raise DivergenceError(
+            f"training diverged: the cost became {value} at iteration {iteration}; "
+            "try a smaller learning rate. The parameters kept are those of iteration "
+            f"{good_iteration}, the last whose cost was finite.",
+            iteration=iteration,
+            parameters=good_params,
+            costs=list(costs),
+        )
+
+
+def _train(
+    X: Array,
+    Y: Array,
+    layers_dims: Sequence[int],
+    *,
+    init: Init,
+    seed: int,
+    learning_rate: float,
+    num_iterations: int,
+    print_cost: bool,
+    device: str | None,
+    dtype: str,
+    batch_size: int | None,
+    record_every: int = 100,
+    callback: Callable[[TrainState, float], None] | None = None,
+) -> tuple[dict[str, Array], list[float]]:
+    dims = check_layer_dims(layers_dims)
+    X, Y = prepare(X, Y, device, dtype)
+    _check_data(X, Y, dims[0])
+    state = TrainState(like(draw_parameters(dims, init, seed), X))
+    state = fit(
+        X,
+        Y,
+        state,
+        learning_rate=learning_rate,
+        num_iterations=num_iterations,
+        batch_size=batch_size,
+        seed=seed,
+        record_every=record_every,
+        print_cost=print_cost,
+        callback=callback,
+    )
+    return state.parameters, state.costs
+
+
+def two_layer_model(
+    X: Array,
+    Y: Array,
+    layers_dims: Sequence[int],
+    learning_rate: float = 0.0075,
+    num_iterations: int = 3000,
+    print_cost: bool = False,
+    *,
+    device: str | None = None,
+    dtype: str = "float64",
+    seed: int = 1,
+    init: Init = "small",
+    batch_size: int | None = None,
+    record_every: int = 100,
+    callback: Callable[[TrainState, float], None] | None = None,
+) -> tuple[dict[str, Array], list[float]]:
+    """LINEAR -> RELU -> LINEAR -> SIGMOID, trained as in the course; returns (parameters, costs).
+
+    ``layers_dims`` is ``(n_x, n_h, n_y)``. Costs are recorded every ``record_every``
+    iterations, iteration 0 first, before that iteration's update.
+    """
+    if len(layers_dims) != 3:
+        raise InputError(
+            f"two_layer_model takes layers_dims = (n_x, n_h, n_y), got {tuple(layers_dims)}"
+        )
+    return _train(
+        X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
+        num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
+        batch_size=batch_size, record_every=record_every, callback=callback,
+    )  # fmt: skip
+
+
+def L_layer_model(
+    X: Array,
+    Y: Array,
+    layers_dims: Sequence[int],
+    learning_rate: float = 0.0075,
+    num_iterations: int = 3000,
+    print_cost: bool = False,
+    *,
+    device: str | None = None,
+    dtype: str = "float64",
+    seed: int = 1,
+    init: Init = "lecun",
+    batch_size: int | None = None,
+    record_every: int = 100,
+    callback: Callable[[TrainState, float], None] | None = None,
+) -> tuple[dict[str, Array], list[float]]:
+    """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID, trained as in the course.
+
+    Returns (parameters, costs); the defaults (seed 1, 1/sqrt(n_prev) initialisation)
+    reproduce the application notebook.
+    """
+    return _train(
+        X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
+        num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
+        batch_size=batch_size, record_every=record_every, callback=callback,
+    )  # fmt: skip
