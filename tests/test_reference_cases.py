@@ -87,7 +87,9 @@ def test_linear_activation_forward(backend, host, activation, expected):
 
 def test_L_model_forward(backend, host):
     X, W1, b1, W2, b2, W3, b3 = draws(6, (5, 4), (4, 5), (4, 1), (3, 4), (3, 1), (1, 3), (1, 1))
-    params = {k: backend.asarray(v) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2, W3=W3, b3=b3).items()}
+    params = {
+        k: backend.asarray(v) for k, v in dict(W1=W1, b1=b1, W2=W2, b2=b2, W3=W3, b3=b3).items()
+    }
     AL, caches = deepnet.L_model_forward(backend.asarray(X), params)
     assert backend.is_own(AL)
     np.testing.assert_allclose(host(AL), [[0.03921668, 0.70498921, 0.19734387, 0.04728177]], **TOL)

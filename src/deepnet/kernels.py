@@ -12,9 +12,12 @@ activation cache is ``Z``, and ``L_model_backward`` stores layer l's ``dA_prev``
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from deepnet.backend import array_namespace
+from deepnet.errors import ShapeError
+from deepnet.validation import check_examples, check_linear, check_parameters
 
 Array = Any
 Activation = Literal["sigmoid", "relu"]
@@ -24,6 +27,8 @@ LayerCache = tuple[LinearCache, Array]
 
 def linear_forward(A: Array, W: Array, b: Array) -> tuple[Array, LinearCache]:
     """Z = W A + b, and the cache (A, W, b) for the backward pass."""
+    array_namespace(A, W, b)  # one device for all three, or a clear error
+    check_linear(A, W, b)
     Z = W @ A + b
     return Z, (A, W, b)
 
@@ -32,8 +37,11 @@ def sigmoid(Z: Array) -> tuple[Array, Array]:
     """1 / (1 + exp(-Z)), without overflow for large |Z|; returns (A, cache=Z)."""
     xp = array_namespace(Z)
     # exp of a non-positive number never overflows. For Z >= 0 this is the course's formula
-    # bit for bit; for Z < 0 it is the same value, rewritten as e^Z / (1 + e^Z).
-    e = xp.exp(-xp.abs(Z))
+    # bit for bit; for Z < 0 it is the same value, rewritten as e^Z / (1 + e^Z). Capping |Z|
+    # where e^-|Z| would leave the normal range avoids underflow too, and changes nothing
+    # that float arithmetic could tell apart from 0 or 1.
+    limit = -math.log(xp.finfo(Z.dtype).smallest_normal)
+    e = xp.exp(-xp.clip(xp.abs(Z), max=limit))
     A = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))
     return A, Z
 
@@ -102,6 +110,10 @@ def compute_cost(AL: Array, Y: Array) -> Array:
     0 or 1) gives a large finite cost instead of NaN; unsaturated values are unchanged.
     """
     xp = array_namespace(AL, Y)
+    if tuple(AL.shape) != tuple(Y.shape) or len(AL.shape) != 2:
+        raise ShapeError(
+            f"AL and Y must both have shape (1, m); got AL {tuple(AL.shape)}, Y {tuple(Y.shape)}"
+        )
     tiny = xp.finfo(AL.dtype).smallest_normal
     m = Y.shape[1]
     log_p = xp.log(xp.clip(AL, tiny, 1.0))
@@ -163,6 +175,7 @@ def update_parameters(
 
 def predict_proba(X: Array, parameters: dict[str, Array]) -> Array:
     """P(cat) for each column of X, shape (1, m)."""
+    check_examples(X, None, check_parameters(parameters)[0])
     AL, _ = L_model_forward(X, parameters)
     return AL
 

@@ -17,9 +17,15 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
-from deepnet.errors import DivergenceError, InputError, ShapeError
+from deepnet.errors import DivergenceError, InputError
 from deepnet.initialization import Init, check_layer_dims, draw_parameters
 from deepnet.kernels import num_layers, sigmoid
+from deepnet.validation import (
+    check_count,
+    check_examples,
+    check_float_array,
+    check_learning_rate,
+)
 
 Array = Any
 DTYPES = ("float64", "float32")
@@ -84,20 +90,6 @@ class TrainState:
     iteration: int = 0
 
 
-def _check_data(X: Array, Y: Array, n_x: int) -> None:
-    if len(X.shape) != 2 or X.shape[0] != n_x:
-        raise ShapeError(
-            f"X must have shape ({n_x}, m), one example per column, to match "
-            f"layers_dims[0] = {n_x}; got {tuple(X.shape)}"
-        )
-    if tuple(Y.shape) != (1, X.shape[1]):
-        raise ShapeError(
-            f"Y must have shape (1, {X.shape[1]}) (one label per column of X); got {tuple(Y.shape)}"
-        )
-    if X.shape[1] == 0:
-        raise ShapeError("X has no examples (0 columns); training needs at least one")
-
-
 def prepare(X: Array, Y: Array, device: str | None, dtype: str) -> tuple[Array, Array]:
     """Put X and Y on the training device in the working dtype, copying only if needed.
 
@@ -144,37 +136,40 @@ def fit(
     Raises :class:`DivergenceError`, keeping the last finite parameters, when the cost
     turns NaN or infinite.
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
-        learning_rate <= 0
-    ):
-        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    learning_rate = check_learning_rate(learning_rate)
+    check_count(num_iterations, "num_iterations")
+    check_count(record_every, "record_every", minimum=1)
+    if batch_size is not None:
+        check_count(batch_size, "batch_size", minimum=1)
     xp = array_namespace(X, Y)
     m = X.shape[1]
     params, costs = state.parameters, list(state.costs)
     # Parameters whose cost was last seen finite: what a diverged run hands back.
     good_params, good_iteration = params, state.iteration
     cost = None
-    for i in range(state.iteration, num_iterations):
-        params_in = params
-        batches = batch_order(m, batch_size, seed, i)
-        if batches is None:
-            params, cost = train_step(params, X, Y, learning_rate)
-        else:
-            cost = 0.0
-            for idx in batches:
-                cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
-                Xb, Yb = xp.take(X, cols, axis=1), xp.take(Y, cols, axis=1)
-                params, batch_cost = train_step(params, Xb, Yb, learning_rate)
-                cost = cost + batch_cost * (len(idx) / m)
-        if i % record_every == 0:
-            value = float(cost)  # the one device->host read, only when a cost is recorded
-            _check_finite(value, i, good_params, good_iteration, costs)
-            good_params, good_iteration = params_in, i
-            costs.append(value)
-            if print_cost:
-                print(f"Cost after iteration {i}: {value}")
-            if callback is not None:
-                callback(TrainState(params, costs, i + 1), value)
+    # Overflow shows up below as a non-finite cost, with a clearer message than NumPy's.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(state.iteration, num_iterations):
+            params_in = params
+            batches = batch_order(m, batch_size, seed, i)
+            if batches is None:
+                params, cost = train_step(params, X, Y, learning_rate)
+            else:
+                cost = 0.0
+                for idx in batches:
+                    cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+                    Xb, Yb = xp.take(X, cols, axis=1), xp.take(Y, cols, axis=1)
+                    params, batch_cost = train_step(params, Xb, Yb, learning_rate)
+                    cost = cost + batch_cost * (len(idx) / m)
+            if i % record_every == 0:
+                value = float(cost)  # the one device->host read, only when a cost is recorded
+                _check_finite(value, i, good_params, good_iteration, costs)
+                good_params, good_iteration = params_in, i
+                costs.append(value)
+                if print_cost:
+                    print(f"Cost after iteration {i}: {value}")
+                if callback is not None:
+                    callback(TrainState(params, costs, i + 1), value)
     if cost is not None and (num_iterations - 1) % record_every != 0:
         _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
     return TrainState(params, costs, max(num_iterations, state.iteration))
@@ -211,8 +206,9 @@ def _train(
     callback: Callable[[TrainState, float], None] | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     dims = check_layer_dims(layers_dims)
+    check_float_array(X, "X")  # before the cast: integer pixels must be scaled by the caller
     X, Y = prepare(X, Y, device, dtype)
-    _check_data(X, Y, dims[0])
+    check_examples(X, Y, dims[0])
     state = TrainState(like(draw_parameters(dims, init, seed), X))
     state = fit(
         X,
