@@ -16,7 +16,7 @@ import math
 from typing import Any, Literal
 
 from deepnet.backend import array_namespace
-from deepnet.errors import ShapeError
+from deepnet.errors import InputError, ShapeError
 from deepnet.validation import check_examples, check_linear, check_parameters
 
 Array = Any
@@ -72,7 +72,7 @@ def _activation(table: dict, activation: str):
     try:
         return table[activation]
     except KeyError:
-        raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'") from None
+        raise InputError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'") from None
 
 
 def linear_activation_forward(
@@ -145,10 +145,21 @@ def L_model_backward(AL: Array, Y: Array, caches: list[LayerCache]) -> dict[str,
     """Gradients of the cost for every layer: dW{l}, db{l}, and dA{l-1} (layer l's dA_prev)."""
     xp = array_namespace(AL, Y)
     L = len(caches)
+    if len(AL.shape) != 2 or AL.shape[1] == 0 or Y.size != AL.size:
+        raise ShapeError(
+            f"AL and Y must both hold one value per example, shape (1, m) with m >= 1; "
+            f"got AL {tuple(AL.shape)}, Y {tuple(Y.shape)}"
+        )
     Y = xp.reshape(Y, AL.shape)
     # The course's formula, applied as written (its unit case feeds an AL that is not a
     # probability). The training loop uses the simpler dZL = AL - Y instead.
-    dAL = -(Y / AL - (1 - Y) / (1 - AL))
+    # Denominators that are exactly 0 (a saturated output) are nudged to the smallest
+    # normal number, so the backward pass never divides by zero; others are untouched.
+    tiny = xp.finfo(AL.dtype).smallest_normal
+    one_minus_AL = 1 - AL
+    dAL = -(
+        Y / xp.where(AL == 0, tiny, AL) - (1 - Y) / xp.where(one_minus_AL == 0, tiny, one_minus_AL)
+    )
     grads = {}
     dA = dAL
     for layer in range(L, 0, -1):
