@@ -36,6 +36,7 @@ from deepnet.kernels import (
     sigmoid_backward,
     update_parameters,
 )
+from deepnet.training import L_layer_model, two_layer_model
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "DeviceError",
     "InputError",
     "L_model_backward",
+    "L_layer_model",
     "L_model_forward",
     "ModelFileError",
     "ShapeError",
@@ -69,6 +71,7 @@ __all__ = [
     "sigmoid_backward",
     "synchronize",
     "to_device",
+    "two_layer_model",
     "to_numpy",
     "update_parameters",
     "use_device",
