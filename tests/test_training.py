@@ -134,3 +134,31 @@ def test_divergence_stops_with_the_iteration_and_keeps_finite_parameters():
     assert err.iteration >= 1
     assert all(np.all(np.isfinite(v)) for v in err.parameters.values())
     assert len(err.costs) == err.iteration
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_stopping_and_resuming_gives_the_uninterrupted_result(batch_size):
+    from deepnet.initialization import draw_parameters
+    from deepnet.training import TrainState, fit, like
+
+    X, Y = toy()
+    Y = Y.astype(np.float64)
+    kw = dict(learning_rate=0.3, num_iterations=250, batch_size=batch_size, record_every=10)
+    start = TrainState(like(draw_parameters([8, 4, 1], "lecun", 1), X))
+    full = fit(X, Y, start, **kw)
+
+    checkpoints = []
+    calls = iter(range(10**6))
+    stopped = fit(
+        X, Y, start, **kw, checkpoint_every=50, on_checkpoint=checkpoints.append,
+        should_stop=lambda: next(calls) == 122,  # "Ctrl-C" after iteration 122
+    )  # fmt: skip
+    assert stopped.stopped_early and stopped.iteration == 123
+    assert [c.iteration for c in checkpoints] == [50, 100]
+    resumed = fit(X, Y, stopped, **kw)
+    assert not resumed.stopped_early and resumed.iteration == 250
+    assert resumed.costs == full.costs
+    for key, value in full.parameters.items():
+        np.testing.assert_array_equal(resumed.parameters[key], value)
+    from_checkpoint = fit(X, Y, checkpoints[-1], **kw)
+    assert from_checkpoint.costs == full.costs

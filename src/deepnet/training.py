@@ -88,6 +88,7 @@ class TrainState:
     parameters: dict[str, Array]
     costs: list[float] = field(default_factory=list)
     iteration: int = 0
+    stopped_early: bool = False  # True when should_stop() ended the run before the last iteration
 
 
 def prepare(X: Array, Y: Array, device: str | None, dtype: str) -> tuple[Array, Array]:
@@ -127,12 +128,19 @@ def fit(
     record_every: int = 100,
     print_cost: bool = False,
     callback: Callable[[TrainState, float], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainState:
     """Run iterations ``state.iteration .. num_iterations - 1`` on device-resident X, Y.
 
     One iteration is one pass over the data (one step at full batch). Every
     ``record_every`` iterations, and at the last one, the cost before that iteration's
     update is recorded, printed if asked, and passed to ``callback(state, cost)``.
+    Every ``checkpoint_every`` iterations ``on_checkpoint(state)`` gets the state to resume
+    from; after each iteration ``should_stop()`` may end the run early (a signal handler's
+    flag), returning a state with ``stopped_early=True``. Passing a returned state back in
+    continues exactly where it stopped: the batch order depends only on (seed, iteration).
     Raises :class:`DivergenceError`, keeping the last finite parameters, when the cost
     turns NaN or infinite.
     """
@@ -141,6 +149,8 @@ def fit(
     check_count(record_every, "record_every", minimum=1)
     if batch_size is not None:
         check_count(batch_size, "batch_size", minimum=1)
+    if checkpoint_every is not None:
+        check_count(checkpoint_every, "checkpoint_every", minimum=1)
     xp = array_namespace(X, Y)
     m = X.shape[1]
     params, costs = state.parameters, list(state.costs)
@@ -170,6 +180,11 @@ def fit(
                     print(f"Cost after iteration {i}: {value}")
                 if callback is not None:
                     callback(TrainState(params, costs, i + 1), value)
+            done = i + 1
+            if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
+                on_checkpoint(TrainState(params, list(costs), done))
+            if should_stop is not None and done < num_iterations and should_stop():
+                return TrainState(params, costs, done, stopped_early=True)
     if cost is not None and (num_iterations - 1) % record_every != 0:
         _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
     return TrainState(params, costs, max(num_iterations, state.iteration))
