@@ -65,6 +65,11 @@ def _cupy() -> ModuleType:
     return cupy
 
 
+def cupy_module() -> ModuleType:
+    """The raw CuPy module, for GPU-only code (deepnet.cuda_step); DeviceError without a GPU."""
+    return _cupy()
+
+
 def resolve_device(device: str | None = None) -> str:
     """The device to use: ``device`` > ``use_device()`` > ``$DEEPNET_DEVICE`` > ``"cpu"``."""
     if device is not None:

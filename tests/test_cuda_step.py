@@ -1,0 +1,344 @@
+"""The CUDA fast path's logic, checked on the CPU (no GPU needed).
+
+``deepnet.cuda_step`` runs its step against a small set of operations. Here those run on the
+host: a column-major BLAS working on raw pointers exactly as cuBLAS does on device pointers
+(so the row-major -> cuBLAS argument planning is exercised for real), NumPy mirrors of the
+fused kernels, and memmove for device copies. The kernels' CUDA bodies themselves are compiled
+as C++ with g++ and compared with the generic step's NumPy expressions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepnet import cuda_step
+from deepnet.errors import InputError
+from deepnet.initialization import draw_parameters
+from deepnet.kernels import sigmoid
+from deepnet.training import train_step
+
+_CTYPE = {np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double}
+
+
+def colmajor(ptr: int, dtype: np.dtype, rows: int, cols: int, ld: int) -> np.ndarray:
+    """A writable (rows x cols) view of column-major memory at a raw host address."""
+    dtype = np.dtype(dtype)
+    extent = ld * (cols - 1) + rows
+    raw = np.frombuffer((_CTYPE[dtype] * extent).from_address(ptr), dtype=dtype)
+    return np.lib.stride_tricks.as_strided(
+        raw, shape=(rows, cols), strides=(dtype.itemsize, ld * dtype.itemsize)
+    )
+
+
+class HostBlasLib:
+    """Reference column-major GEMM/GEMV on raw host pointers (what cuBLAS does on the GPU)."""
+
+    def bind(self, workspace):
+        pass
+
+    def gemm(self, dtype, op_1, op_2, m, n, k, alpha, p1, ld1, p2, ld2, beta, pc, ldc):
+        A = colmajor(p1, dtype, *((m, k) if op_1 == cuda_step.OP_N else (k, m)), ld1)
+        B = colmajor(p2, dtype, *((k, n) if op_2 == cuda_step.OP_N else (n, k)), ld2)
+        C = colmajor(pc, dtype, m, n, ldc)
+        assert ld1 >= A.shape[0] and ld2 >= B.shape[0] and ldc >= m  # cuBLAS's own rules
+        opA = A if op_1 == cuda_step.OP_N else A.T
+        opB = B if op_2 == cuda_step.OP_N else B.T
+        result = alpha * (opA @ opB)
+        C[...] = result if beta == 0 else result + beta * C  # beta = 0: C is never read
+
+    def gemv(self, dtype, op, m, n, alpha, pa, lda, px, incx, beta, py, incy):
+        assert incx == 1 and incy == 1 and lda >= m
+        A = colmajor(pa, dtype, m, n, lda)
+        x = colmajor(px, dtype, n if op == cuda_step.OP_N else m, 1, 1)[:, 0]
+        y = colmajor(py, dtype, m if op == cuda_step.OP_N else n, 1, 1)[:, 0]
+        result = alpha * ((A if op == cuda_step.OP_N else A.T) @ x)
+        y[...] = result if beta == 0 else result + beta * y
+
+
+class HostKernels:
+    """NumPy mirrors of cuda_step.KERNELS (the g++ test checks the CUDA bodies themselves)."""
+
+    def bias_relu(self, z, bias, out):
+        out[...] = np.maximum(z + bias, 0.0)
+
+    def output_layer(self, zl, bias, label, count, dz, loss):
+        s = zl + bias
+        p, _ = sigmoid(s)
+        terms = np.logaddexp(s, 0.0) - label * s
+        dz[...] = (p - label) / count
+        loss[...] = terms / count
+
+    def relu_mask(self, grad, act, out):
+        out[...] = np.where(act > 0, grad, 0.0)
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+class HostOps:
+    """The operations run_step needs, on the host; ``blas`` is planned (raw pointers) or plain."""
+
+    xp = np
+
+    def __init__(self, blas: str):
+        self.kernels = HostKernels()
+        if blas == "planned":
+            self.blas = cuda_step.PlannedBlas(HostBlasLib(), self.ptr, workspace_bytes=64)
+        else:
+            self.blas = cuda_step.ArrayBlas(np)
+
+    @staticmethod
+    def ptr(a):
+        return a.__array_interface__["data"][0]
+
+    @staticmethod
+    def owner_range(a):
+        root = _root(a)
+        start = root.__array_interface__["data"][0]
+        return start, start + root.nbytes
+
+    @staticmethod
+    def copy_bytes(dst, src, nbytes):
+        ctypes.memmove(dst, src, nbytes)
+
+
+def make_problem(dims, dtype, order="C", seed=0):
+    """Random data and parameters for a model with layer sizes ``dims``."""
+    rng = np.random.RandomState(seed)
+    X = np.asarray(rng.rand(dims[0], 13) - 0.3, dtype=dtype, order=order)
+    Y = np.asarray(rng.rand(1, 13) > 0.5, dtype=dtype)
+    params = {k: (v * 20).astype(dtype) for k, v in draw_parameters(dims, "small", 3).items()}
+    params = {k: v + np.asarray(rng.randn(*v.shape) * 0.1, dtype=dtype) for k, v in params.items()}
+    return params, X, Y
+
+
+TOL = {np.float64: dict(rtol=1e-12, atol=1e-15), np.float32: dict(rtol=2e-5, atol=1e-7)}
+MODELS = [(5, 1), (6, 4, 1), (9, 7, 5, 3, 1)]
+
+
+@pytest.mark.parametrize("blas", ["planned", "array"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dims", MODELS, ids=lambda d: "x".join(map(str, d)))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_fused_step_matches_generic_step(blas, dtype, dims, order):
+    params, X, Y = make_problem(dims, dtype, order)
+    before = {k: v.copy() for k, v in params.items()}
+    ops = HostOps(blas)
+    layout = cuda_step._layout_of(params, X, Y)
+    assert layout is not None
+    got, cost = cuda_step.eager_step(
+        ops, layout, params, X, Y, 0.05, cuda_step.Workspace(ops, layout)
+    )
+    want, want_cost = train_step(params, X, Y, 0.05)
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape
+        np.testing.assert_allclose(got[key], want[key], **TOL[dtype], err_msg=key)
+        np.testing.assert_array_equal(params[key], before[key])  # inputs untouched
+    assert cost.shape == () and cost.dtype == dtype
+    np.testing.assert_allclose(cost, want_cost, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_chained_steps_track_the_generic_loop(dtype):
+    """Twenty steps, each fed the previous step's (packed) output, as a fit does."""
+    params, X, Y = make_problem((8, 6, 3, 1), dtype)
+    ops = HostOps("planned")
+    layout = cuda_step._layout_of(params, X, Y)
+    ws = cuda_step.Workspace(ops, layout)
+    fused, generic = params, params
+    for _ in range(20):
+        assert cuda_step.packed_address(ops, fused, layout) is not None or fused is params
+        fused, cost = cuda_step.eager_step(ops, layout, fused, X, Y, 0.1, ws)
+        generic, want = train_step(generic, X, Y, 0.1)
+        np.testing.assert_allclose(cost, want, **TOL[dtype])
+    for key in generic:
+        np.testing.assert_allclose(fused[key], generic[key], **TOL[dtype], err_msg=key)
+
+
+def test_packed_parameters_are_recognised_and_others_are_not():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops = HostOps("planned")
+    layout = cuda_step._layout_of(params, X, Y)
+    out, _ = cuda_step.eager_step(ops, layout, params, X, Y, 0.1, cuda_step.Workspace(ops, layout))
+    assert cuda_step.packed_address(ops, out, layout) == ops.ptr(out["W1"])
+    assert cuda_step.packed_address(ops, params, layout) is None  # separate arrays
+    mixed = dict(out, b2=out["b2"].copy())
+    assert cuda_step.packed_address(ops, mixed, layout) is None
+    other = cuda_step._layout((6, 4, 1), "<f8", 99)  # same shapes, other batch: same spans
+    assert cuda_step.packed_address(ops, out, other) is not None
+    bigger = cuda_step._layout((6, 5, 1), "<f8", 13)
+    assert cuda_step.packed_address(ops, dict(out, W1=np.zeros((5, 6))), bigger) is None
+
+
+def test_copy_parameters_copies_values_not_references():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops = HostOps("planned")
+    layout = cuda_step._layout_of(params, X, Y)
+    first, _ = cuda_step.eager_step(
+        ops, layout, params, X, Y, 0.1, cuda_step.Workspace(ops, layout)
+    )
+    flat = np.full(layout.size, np.nan)
+    cuda_step.copy_parameters(ops, flat, first, layout)  # the one-memcpy path
+    for key, view in layout.views(flat).items():
+        np.testing.assert_array_equal(view, first[key])
+    first["W2"][...] = 7.0  # a caller editing in place is seen by the next copy
+    cuda_step.copy_parameters(ops, flat, first, layout)
+    assert (layout.views(flat)["W2"] == 7.0).all()
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8"])
+def test_layout_is_aligned_and_disjoint(dtype):
+    layout = cuda_step._layout((12288, 20, 7, 5, 1), dtype, 209)
+    item = np.dtype(dtype).itemsize
+    spans = []
+    for off, (rows, cols) in zip(layout.offsets, layout.shapes, strict=True):
+        assert (off * item) % 256 == 0
+        spans.append((off, off + rows * cols))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert layout.cost_offset >= spans[-1][1] and layout.size == layout.cost_offset + 1
+    assert layout.keys == ("W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4")
+
+
+@pytest.mark.parametrize(("ashape", "aorder"), [((3, 5), "C"), ((3, 5), "F"), ((1, 5), "C")])
+@pytest.mark.parametrize(("bshape", "border"), [((5, 4), "C"), ((5, 4), "F"), ((5, 1), "F")])
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 0.0), (-0.25, 1.0)])
+def test_gemm_args_compute_row_major_products(ashape, aorder, bshape, border, alpha, beta):
+    rng = np.random.RandomState(1)
+    a = np.asarray(rng.randn(*ashape), order=aorder)
+    b = np.asarray(rng.randn(*bshape), order=border)
+    c = rng.randn(ashape[0], bshape[1])
+    want = alpha * (a @ b) + beta * c
+    HostOps("planned").blas.gemm(c, a, b, alpha=alpha, beta=beta)
+    np.testing.assert_allclose(c, want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_rowsum_and_total_args(order):
+    rng = np.random.RandomState(2)
+    a = np.asarray(rng.randn(4, 7), order=order)
+    ones = np.ones(28)
+    y = rng.randn(4, 1)
+    want = y - 0.5 * a.sum(axis=1, keepdims=True)
+    blas = HostOps("planned").blas
+    blas.rowsum(y, a, ones, alpha=-0.5, beta=1.0)
+    np.testing.assert_allclose(y, want, rtol=1e-13)
+    total = np.zeros(())
+    blas.total(total, np.ascontiguousarray(a), ones)
+    np.testing.assert_allclose(total, a.sum(), rtol=1e-13)
+
+
+def test_numpy_arrays_never_take_the_cuda_path():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    assert not cuda_step.accepts(params, X, Y)
+    with pytest.raises(InputError, match="use deepnet.training.train_step"):
+        cuda_step.cuda_train_step(params, X, Y, 0.1)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda p, X, Y: (p, X.astype(np.float32), Y),  # mixed dtypes
+        lambda p, X, Y: ({**p, "W1": p["W1"][:, :-1]}, X, Y),  # shapes don't chain
+        lambda p, X, Y: ({k: v for k, v in p.items() if k != "b2"}, X, Y),  # a missing bias
+        lambda p, X, Y: (p, X[:, ::2], Y[:, ::2]),  # X neither C- nor F-contiguous
+        lambda p, X, Y: (p, X[:, :0], Y[:, :0]),  # no examples
+        lambda p, X, Y: (p, X.astype(np.float16), Y.astype(np.float16)),  # unsupported dtype
+    ],
+)
+def test_steps_the_fast_path_leaves_to_the_generic_one(spoil):
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    assert cuda_step._layout_of(params, X, Y) is not None
+    assert cuda_step._layout_of(*spoil(params, X, Y)) is None
+
+
+def test_importing_the_module_does_not_import_cupy():
+    code = "import sys, deepnet.training, deepnet.cuda_step; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- the CUDA kernel bodies, compiled as C++ ------------------------------------------
+
+
+def _kernel_library(tmp_path: Path) -> ctypes.CDLL:
+    """Each KERNELS body inside a C loop, for double and float, as one shared library."""
+    lines = ["#include <cmath>", "using namespace std;"]
+    for name, (ins, outs, body) in cuda_step.KERNELS.items():
+        inputs = [p.split()[1] for p in ins.split(",")]
+        outputs = [p.split()[1] for p in outs.split(",")]
+        for ctype, suffix in (("double", "d"), ("float", "f")):
+            args = [f"const {ctype}* {n}_" for n in inputs] + [f"{ctype}* {n}_" for n in outputs]
+            binds = [f"const T {n} = {n}_[i_];" for n in inputs]
+            binds += [f"T& {n} = {n}_[i_];" for n in outputs]
+            lines += [
+                f'extern "C" void {name}_{suffix}(long n_, {", ".join(args)}) {{',
+                f"  typedef {ctype} T;",
+                "  for (long i_ = 0; i_ < n_; ++i_) {",
+                "    " + " ".join(binds),
+                f"    {body}",
+                "  }",
+                "}",
+            ]
+    source = tmp_path / "kernels.cpp"
+    source.write_text("\n".join(lines) + "\n")
+    lib = tmp_path / "kernels.so"
+    # -ffp-contract=off: no fused multiply-add, like the kernels' --fmad=false
+    cmd = ["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", str(source), "-o", str(lib)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return ctypes.CDLL(str(lib))
+
+
+def _call(lib, name, dtype, inputs, n_out):
+    suffix = "d" if dtype == np.float64 else "f"
+    shape = np.broadcast_shapes(*(np.shape(a) for a in inputs))
+    ins = [np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype), shape)) for a in inputs]
+    outs = [np.empty(shape, dtype) for _ in range(n_out)]
+    fn = getattr(lib, f"{name}_{suffix}")
+    fn(ctypes.c_long(int(np.prod(shape))), *(a.ctypes.data_as(ctypes.c_void_p) for a in ins + outs))
+    return outs
+
+
+@pytest.fixture(scope="module")
+def kernel_lib(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the CUDA kernel bodies can't be compiled as C++ here")
+    return _kernel_library(tmp_path_factory.mktemp("kernels"))
+
+
+EDGES = [0.0, -0.0, 1e-300, -1e-300, 0.3, -0.3, 5.0, -5.0, 40.0, -40.0, 800.0, -800.0,
+         np.inf, -np.inf, np.nan]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_bodies_compute_the_generic_expressions(kernel_lib, dtype):
+    rng = np.random.RandomState(4)
+    z = np.concatenate([np.asarray(EDGES), rng.randn(200) * 10]).astype(dtype)[None, :]
+    b = np.asarray([[0.0], [0.7], [-2.5]], dtype)  # broadcast over the columns
+    y = (rng.rand(1, z.shape[1]) > 0.5).astype(dtype)
+    grad = rng.randn(3, z.shape[1]).astype(dtype)
+    tol = dict(rtol=4e-15 if dtype == np.float64 else 2e-6, atol=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        (act,) = _call(kernel_lib, "bias_relu", dtype, [z, b], 1)
+        np.testing.assert_array_equal(act, np.maximum(z + b, 0.0))
+
+        limit = cuda_step.sigmoid_limit(dtype)
+        dz, loss = _call(kernel_lib, "output_layer", dtype, [z, b, y, 209.0, limit], 2)
+        s = z + b
+        p, _ = sigmoid(s)
+        np.testing.assert_allclose(dz, (p - y) / 209, **tol)
+        np.testing.assert_allclose(loss, (np.logaddexp(s, 0.0) - y * s) / 209, **tol)
+
+        (masked,) = _call(kernel_lib, "relu_mask", dtype, [grad, act], 1)
+        np.testing.assert_array_equal(masked, np.where(act > 0, grad, 0.0))
+    assert dz.dtype == dtype and np.isnan(act).any()  # NaN goes through, as in xp.maximum
