@@ -9,6 +9,7 @@ as C++ with g++ and compared with the generic step's NumPy expressions.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import shutil
 import subprocess
@@ -37,13 +38,35 @@ def colmajor(ptr: int, dtype: np.dtype, rows: int, cols: int, ld: int) -> np.nda
     )
 
 
+class Tape:
+    """Runs operations now, or records them while a stream 'captures' (replayed by launch)."""
+
+    def __init__(self):
+        self.recording = None
+
+    def do(self, fn, *args):
+        if self.recording is None:
+            fn(*args)
+        else:
+            self.recording.append((fn, args))
+
+
 class HostBlasLib:
     """Reference column-major GEMM/GEMV on raw host pointers (what cuBLAS does on the GPU)."""
+
+    def __init__(self, tape):
+        self.tape = tape
 
     def bind(self, workspace):
         pass
 
-    def gemm(self, dtype, op_1, op_2, m, n, k, alpha, p1, ld1, p2, ld2, beta, pc, ldc):
+    def gemm(self, *args):
+        self.tape.do(self._gemm, *args)
+
+    def gemv(self, *args):
+        self.tape.do(self._gemv, *args)
+
+    def _gemm(self, dtype, op_1, op_2, m, n, k, alpha, p1, ld1, p2, ld2, beta, pc, ldc):
         A = colmajor(p1, dtype, *((m, k) if op_1 == cuda_step.OP_N else (k, m)), ld1)
         B = colmajor(p2, dtype, *((k, n) if op_2 == cuda_step.OP_N else (n, k)), ld2)
         C = colmajor(pc, dtype, m, n, ldc)
@@ -53,7 +76,7 @@ class HostBlasLib:
         result = alpha * (opA @ opB)
         C[...] = result if beta == 0 else result + beta * C  # beta = 0: C is never read
 
-    def gemv(self, dtype, op, m, n, alpha, pa, lda, px, incx, beta, py, incy):
+    def _gemv(self, dtype, op, m, n, alpha, pa, lda, px, incx, beta, py, incy):
         assert incx == 1 and incy == 1 and lda >= m
         A = colmajor(pa, dtype, m, n, lda)
         x = colmajor(px, dtype, n if op == cuda_step.OP_N else m, 1, 1)[:, 0]
@@ -65,17 +88,29 @@ class HostBlasLib:
 class HostKernels:
     """NumPy mirrors of cuda_step.KERNELS (the g++ test checks the CUDA bodies themselves)."""
 
-    def bias_relu(self, z, bias, out):
+    def __init__(self, tape):
+        self.tape = tape
+
+    def bias_relu(self, *args):
+        self.tape.do(self._bias_relu, *args)
+
+    def output_layer(self, *args):
+        self.tape.do(self._output_layer, *args)
+
+    def relu_mask(self, *args):
+        self.tape.do(self._relu_mask, *args)
+
+    def _bias_relu(self, z, bias, out):
         out[...] = np.maximum(z + bias, 0.0)
 
-    def output_layer(self, zl, bias, label, count, dz, loss):
+    def _output_layer(self, zl, bias, label, count, dz, loss):
         s = zl + bias
         p, _ = sigmoid(s)
         terms = np.logaddexp(s, 0.0) - label * s
         dz[...] = (p - label) / count
         loss[...] = terms / count
 
-    def relu_mask(self, grad, act, out):
+    def _relu_mask(self, grad, act, out):
         out[...] = np.where(act > 0, grad, 0.0)
 
 
@@ -88,12 +123,12 @@ def _root(a: np.ndarray) -> np.ndarray:
 class HostOps:
     """The operations run_step needs, on the host; ``blas`` is planned (raw pointers) or plain."""
 
-    xp = np
-
     def __init__(self, blas: str):
-        self.kernels = HostKernels()
+        self.tape = Tape()
+        self.xp = FakeCupy(self.tape)
+        self.kernels = HostKernels(self.tape)
         if blas == "planned":
-            self.blas = cuda_step.PlannedBlas(HostBlasLib(), self.ptr, workspace_bytes=64)
+            self.blas = cuda_step.PlannedBlas(HostBlasLib(self.tape), self.ptr, workspace_bytes=64)
         else:
             self.blas = cuda_step.ArrayBlas(np)
 
@@ -110,6 +145,68 @@ class HostOps:
     @staticmethod
     def copy_bytes(dst, src, nbytes):
         ctypes.memmove(dst, src, nbytes)
+
+
+class FakeStream:
+    """A CUDA stream as GraphStep uses it; capture records onto the tape."""
+
+    def __init__(self, tape, ptr, fail_capture=False):
+        self.tape, self.ptr, self.fail_capture = tape, ptr, fail_capture
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def record(self):
+        return object()
+
+    def wait_event(self, event):
+        pass
+
+    def begin_capture(self):
+        if self.fail_capture:
+            raise RuntimeError("capture not supported here")
+        self.tape.recording = []
+
+    def end_capture(self):
+        recorded, self.tape.recording = self.tape.recording, None
+        return FakeGraph(recorded)
+
+
+class FakeGraph:
+    def __init__(self, recorded):
+        self.recorded, self.launches = recorded, 0
+
+    def launch(self):
+        self.launches += 1
+        for fn, args in self.recorded:  # replayed on the memory as it is now, like a graph
+            fn(*args)
+
+
+class FakeCuda:
+    def __init__(self, tape):
+        self.tape, self.fail_capture = tape, False
+        self.current = FakeStream(tape, 0)
+        self.MemoryPool = lambda: type("Pool", (), {"malloc": None})()
+        self.using_allocator = lambda malloc: contextlib.nullcontext()
+
+    def Stream(self, non_blocking=False):  # noqa: N802  (CuPy's name)
+        return FakeStream(self.tape, 1000 + id(self) % 1000, self.fail_capture)
+
+    def get_current_stream(self):
+        return self.current
+
+
+class FakeCupy:
+    """NumPy for arrays, plus the cupy.cuda pieces GraphStep touches."""
+
+    def __init__(self, tape):
+        self.cuda = FakeCuda(tape)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
 
 
 def make_problem(dims, dtype, order="C", seed=0):
@@ -236,6 +333,83 @@ def test_rowsum_and_total_args(order):
     total = np.zeros(())
     blas.total(total, np.ascontiguousarray(a), ones)
     np.testing.assert_allclose(total, a.sum(), rtol=1e-13)
+
+
+def _fit_like(state, ops, params, X, Y, lr, steps):
+    """Chain ``steps`` steps through a _ThreadState, as fit() does; all outputs kept."""
+    layout = cuda_step._layout_of(params, X, Y)
+    outs = []
+    for _ in range(steps):
+        params, cost = state.step(ops, layout, params, X, Y, lr)
+        outs.append(({k: v.copy() for k, v in params.items()}, params, float(cost)))
+    return outs
+
+
+def _generic_chain(params, X, Y, lr, steps):
+    outs = []
+    for _ in range(steps):
+        params, cost = train_step(params, X, Y, lr)
+        outs.append((params, float(cost)))
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_full_batch_loop_captures_once_and_replays(dtype):
+    params, X, Y = make_problem((9, 7, 5, 1), dtype)
+    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    outs = _fit_like(state, ops, params, X, Y, 0.1, 8)
+    want = _generic_chain(params, X, Y, 0.1, 8)
+    graph = state.graph.graph
+    assert graph is not None and graph.launches == 6  # step 1 eager, step 2 captures
+    for i, ((snapshot, live, cost), (w, wcost)) in enumerate(zip(outs, want, strict=True)):
+        np.testing.assert_allclose(cost, wcost, **TOL[dtype], err_msg=f"step {i}")
+        for key in w:
+            np.testing.assert_allclose(snapshot[key], w[key], **TOL[dtype], err_msg=key)
+            # what a step returned is still what it was after later steps (value semantics)
+            np.testing.assert_array_equal(live[key], snapshot[key])
+
+
+def test_new_data_or_learning_rate_leave_the_graph_alone():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    _fit_like(state, ops, params, X, Y, 0.1, 3)
+    first = state.graph
+    X2 = X.copy()
+    outs = _fit_like(state, ops, params, X2, Y, 0.1, 1)  # other data: one eager step
+    assert state.graph is first and first.graph.launches == 1
+    np.testing.assert_allclose(outs[0][2], float(train_step(params, X2, Y, 0.1)[1]))
+    _fit_like(state, ops, params, X, Y, 0.2, 2)  # a new learning rate twice: a new graph
+    assert state.graph is not first and state.graph.lr == 0.2
+
+
+def test_graphs_switched_off(monkeypatch):
+    monkeypatch.setenv(cuda_step.GRAPHS_ENV, "0")
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    outs = _fit_like(state, ops, params, X, Y, 0.1, 4)
+    assert state.graph is None and state.seen is None
+    want = _generic_chain(params, X, Y, 0.1, 4)
+    np.testing.assert_allclose([o[2] for o in outs], [w[1] for w in want], rtol=1e-12)
+
+
+def test_capture_failure_falls_back_with_a_warning():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    ops.xp.cuda.fail_capture = True
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        outs = _fit_like(state, ops, params, X, Y, 0.1, 5)
+    assert state.graph is not None and state.graph.graph is None
+    want = _generic_chain(params, X, Y, 0.1, 5)
+    np.testing.assert_allclose([o[2] for o in outs], [w[1] for w in want], rtol=1e-12)
+    for key in want[-1][0]:
+        np.testing.assert_allclose(outs[-1][0][key], want[-1][0][key], rtol=1e-12)
+
+
+def test_array_blas_never_captures():
+    params, X, Y = make_problem((6, 4, 1), np.float64)
+    ops, state = HostOps("array"), cuda_step._ThreadState()
+    _fit_like(state, ops, params, X, Y, 0.1, 3)
+    assert state.graph is None
 
 
 def test_numpy_arrays_never_take_the_cuda_path():
