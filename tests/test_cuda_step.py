@@ -292,6 +292,11 @@ def test_copy_parameters_copies_values_not_references():
     first["W2"][...] = 7.0  # a caller editing in place is seen by the next copy
     cuda_step.copy_parameters(ops, flat, first, layout)
     assert (layout.views(flat)["W2"] == 7.0).all()
+    # separate arrays: C-contiguous ones by memcpy, the others (here W1, F-ordered) by assignment
+    separate = dict(params, W1=np.asfortranarray(params["W1"]))
+    cuda_step.copy_parameters(ops, flat, separate, layout)
+    for key, view in layout.views(flat).items():
+        np.testing.assert_array_equal(view, params[key])
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8"])

@@ -312,8 +312,13 @@ def copy_parameters(ops: Any, flat: Array, parameters: dict[str, Array], layout:
         if src != dst:
             ops.copy_bytes(dst, src, layout.span * layout.dtype.itemsize)
         return
-    for key, view in layout.views(flat).items():
-        view[...] = parameters[key]
+    item, views = layout.dtype.itemsize, layout.views(flat)
+    for key, off in zip(layout.keys, layout.offsets, strict=True):
+        p, view = parameters[key], views[key]
+        if p.flags.c_contiguous and p.dtype == layout.dtype:  # a memcpy, not a kernel
+            ops.copy_bytes(ops.ptr(flat) + off * item, ops.ptr(p), p.size * item)
+        else:
+            view[...] = p
 
 
 def eager_step(
