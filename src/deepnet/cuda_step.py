@@ -74,7 +74,8 @@ def accepts(parameters: dict[str, Array], X: Array, Y: Array) -> bool:
     if not array_api_compat.is_cupy_array(X) or not _switched_on(FAST_ENV):
         return False
     layout = _layout_of(parameters, X, Y)
-    _state().checked = (parameters, X, Y, layout)  # spares cuda_train_step a second look
+    if layout is not None:
+        _state().checked = (parameters, X, Y, layout)  # spares cuda_train_step a second look
     return layout is not None
 
 
@@ -114,7 +115,7 @@ def clear_cache() -> None:
 
 
 def graph_active() -> bool:
-    """True when this thread's last step replayed (or just captured) a CUDA graph."""
+    """True when this thread holds a captured CUDA graph (a full-batch loop replays it)."""
     graph = _state().graph
     return graph is not None and graph.graph is not None
 
@@ -250,14 +251,17 @@ def run_step(
     Y: Array,
     learning_rate: float,
     ws: Workspace,
+    bind: bool = True,
 ) -> None:
     """One gradient-descent step, in place: ``layers`` [(W, b), ...] are updated, ``cost`` set.
 
     The same arithmetic as ``training.train_step``; the order below is what makes updating in
-    place safe (layer l's dA_prev is taken from W_l before W_l changes).
+    place safe (layer l's dA_prev is taken from W_l before W_l changes). ``bind=False`` skips
+    pointing cuBLAS at the current stream and ``ws`` (done already, outside a capture).
     """
     blas, k = ops.blas, ops.kernels
-    blas.bind(ws)
+    if bind:
+        blas.bind(ws)
     L, m, lr = len(layers), X.shape[1], learning_rate
     A = X
     for layer in range(1, L):
@@ -661,8 +665,8 @@ class GraphStep:
             and self.stream_ptr == stream_ptr
         )
 
-    def _run(self) -> None:
-        run_step(self.ops, self.layers, self.cost, self.X, self.Y, self.lr, self.ws)
+    def _run(self, bind: bool = True) -> None:
+        run_step(self.ops, self.layers, self.cost, self.X, self.Y, self.lr, self.ws, bind)
 
     def step(self, parameters: dict[str, Array]) -> tuple[dict[str, Array], Array]:
         copy_parameters(self.ops, self.flat, parameters, self.layout)
@@ -684,9 +688,9 @@ class GraphStep:
         side.wait_event(current.record())
         try:
             with cp.cuda.using_allocator(self.pool.malloc), side:
-                self._run()
+                self._run()  # also binds cuBLAS to the side stream and this workspace
                 try:
-                    self.graph = _capture(side, self._run)
+                    self.graph = _capture(side, lambda: self._run(bind=False))
                 except Exception as exc:
                     warnings.warn(
                         f"deepnet: CUDA graph capture failed ({type(exc).__name__}: {exc}); "
