@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from deepnet import cuda_step
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.errors import DivergenceError, InputError
 from deepnet.initialization import Init, check_layer_dims, draw_parameters
@@ -39,6 +40,8 @@ def train_step(
     The cost is a 0-d device array, computed from the logits (stable when the output
     saturates); reading it with ``float()`` is the only point that waits for the device.
     """
+    if cuda_step.accepts(parameters, X, Y):  # CuPy arrays: fused kernels and CUDA graphs
+        return cuda_step.cuda_train_step(parameters, X, Y, learning_rate)
     xp = array_namespace(X, Y)
     L = num_layers(parameters)
     m = X.shape[1]
