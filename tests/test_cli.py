@@ -204,6 +204,19 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error(env):
         assert "cuda" in line.lower()
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA GPU (none usable here)")
+def test_model_trained_on_the_gpu_is_used_on_the_cpu(env, tmp_path: Path):
+    model = tmp_path / "gpu.npz"
+    result = deepnet("train", *TINY, "--device", "cuda", "--out", model, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "device: cuda (" in result.stdout
+    assert load_model(model).training["device"] == "cuda"
+    result = deepnet("evaluate", model, "--device", "cpu", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "device: cpu" in result.stdout and list(accuracies(result.stdout)) == ["train", "test"]
+
+
 def test_train_with_no_arguments_is_the_course_l_layer_run_on_the_synthetic_set(
     monkeypatch, tmp_path: Path
 ):

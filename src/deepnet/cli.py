@@ -267,6 +267,10 @@ class Score:
 
 def probabilities(model: Model, X: np.ndarray, device: str | None) -> np.ndarray:
     """P(class 1) for each column of host X, computed on ``device``, as a host (m,) array."""
+    if X.shape[0] != model.layer_dims[0]:
+        raise InputError(
+            f"the model takes {model.layer_dims[0]} inputs per picture, the data has {X.shape[0]}"
+        )
     X_device = backend.to_device(X, device, model.dtype)
     proba = predict_proba(X_device, model.parameters_on(device))
     return backend.to_numpy(proba).reshape(-1)
