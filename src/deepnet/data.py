@@ -1,0 +1,279 @@
+"""The course's cat / non-cat data: load, check and preprocess the two HDF5 files.
+
+Layout (``train_catvnoncat.h5`` and ``test_catvnoncat.h5``): ``{split}_set_x`` holds m
+pictures of 64x64 RGB pixels, uint8, shape (m, 64, 64, 3); ``{split}_set_y`` holds m labels
+in {0, 1}; ``list_classes`` holds the two class names, ``[b'non-cat', b'cat']``.
+Preprocessing, as in the course: each picture flattened in C order to a 12288-long column
+(X is 12288 x m), then divided by 255; labels become a (1, m) row.
+
+Every problem with a file is reported as :class:`DataError` naming the file and what is
+wrong with it; shapes and dtypes are checked from the file's declarations before any array
+is read, so a file declaring an absurd size is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from deepnet.errors import DataError, InputError
+
+ENV_VAR = "DEEPNET_DATA"
+FILES = {"train": "train_catvnoncat.h5", "test": "test_catvnoncat.h5"}
+IMAGE_SHAPE = (64, 64, 3)
+N_FEATURES = 64 * 64 * 3  # 12288
+CLASSES_KEY = "list_classes"
+SYNTHETIC_ATTR = "deepnet_synthetic"  # set to True in the files deepnet.synthetic writes
+MAX_EXAMPLES = 20_000  # per file; the course's set has 209 + 50 (20 000 pictures = 2 GB as X)
+
+_FIX = f"the course's files hold uint8 pictures (m, 64, 64, 3), labels (m,) and {CLASSES_KEY}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The cat data, preprocessed: X is (12288, m) float64 in [0, 1], Y is (1, m) of 0/1."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, str]
+    source: str  # a one-line description: which data, from where
+    synthetic: bool
+    folder: Path | None = None
+    # The pictures as stored, (m, 64, 64, 3): for galleries, never for training.
+    train_images: np.ndarray | None = field(default=None, repr=False)
+    test_images: np.ndarray | None = field(default=None, repr=False)
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """Pictures (m, 64, 64, 3) with values 0..255 -> X (12288, m) float64: C-order columns / 255."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+        raise InputError(
+            f"pictures must have shape (m, 64, 64, 3) (m RGB pictures of 64x64 pixels), "
+            f"got {images.shape}"
+        )
+    return images.reshape(images.shape[0], -1).T / 255.0
+
+
+def data_dir(folder: str | os.PathLike | None = None) -> Path | None:
+    """The data folder: ``folder`` if given, else ``$DEEPNET_DATA``, else None."""
+    if folder is not None and str(folder).strip():
+        return Path(folder).expanduser()
+    env = os.environ.get(ENV_VAR, "").strip()
+    return Path(env).expanduser() if env else None
+
+
+def load_dataset(folder: str | os.PathLike | None = None) -> Dataset:
+    """Load and check both files from ``folder`` (default ``$DEEPNET_DATA``)."""
+    root = data_dir(folder)
+    if root is None:
+        raise DataError(
+            f"no data folder given: pass one, or set {ENV_VAR} to the folder holding "
+            f"{FILES['train']} and {FILES['test']}"
+        )
+    if not root.is_dir():
+        raise DataError(
+            f"data folder {root} does not exist (it should hold {FILES['train']} and "
+            f"{FILES['test']}; check the path or {ENV_VAR})"
+        )
+    train = _read_split(root / FILES["train"], "train")
+    test = _read_split(root / FILES["test"], "test")
+    if train.classes != test.classes:
+        raise DataError(
+            f"{root}: the two files name different classes "
+            f"({list(train.classes)} vs {list(test.classes)})"
+        )
+    if train.synthetic != test.synthetic:
+        raise DataError(f"{root}: one file is deepnet's synthetic set and the other is not")
+    kind = "synthetic cat/non-cat pictures (deepnet's built-in stand-in, not photos)"
+    if not train.synthetic:
+        kind = "course cat/non-cat data"
+    return Dataset(
+        train_x=preprocess(train.images),
+        train_y=train.labels,
+        test_x=preprocess(test.images),
+        test_y=test.labels,
+        classes=train.classes,
+        source=f"{kind}: {train.m} train / {test.m} test pictures from {root}",
+        synthetic=train.synthetic,
+        folder=root,
+        train_images=train.images,
+        test_images=test.images,
+    )
+
+
+def real_data_found(folder: str | os.PathLike | None = None) -> bool:
+    """True when ``folder`` (default ``$DEEPNET_DATA``) holds both data files."""
+    root = data_dir(folder)
+    return root is not None and all((root / name).is_file() for name in FILES.values())
+
+
+def load_cat_data(folder: str | os.PathLike | None = None, *, synthetic: bool = False) -> Dataset:
+    """The data the ``deepnet`` command uses: the course data if given, else the synthetic set.
+
+    ``synthetic=True`` forces the synthetic set. Otherwise ``folder``, then ``$DEEPNET_DATA``,
+    must hold the course files when given (a wrong path is an error, not a silent switch);
+    with neither, the synthetic set is generated once into the cache and used.
+    """
+    if synthetic:
+        if folder is not None:
+            raise InputError("give either a data folder or the synthetic set, not both")
+        from deepnet.synthetic import load_synthetic  # noqa: PLC0415  (imports this module)
+
+        return load_synthetic()
+    if data_dir(folder) is None:
+        from deepnet.synthetic import load_synthetic  # noqa: PLC0415
+
+        return load_synthetic()
+    return load_dataset(folder)
+
+
+@dataclass(frozen=True)
+class _Split:
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, str]
+    synthetic: bool
+
+    @property
+    def m(self) -> int:
+        return self.images.shape[0]
+
+
+def _read_split(path: Path, split: str) -> _Split:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: file not found (a data folder must hold {FILES['train']} and "
+            f"{FILES['test']}; check the path or {ENV_VAR})"
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            return _read_open_file(f, path, split)
+    except DataError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # h5py reports damaged or foreign files with OSError (and a few others); say it plainly.
+        raise DataError(
+            f"{path}: cannot be read as the course's HDF5 file ({_first_line(exc)}); "
+            "is it damaged or a different file? Download it again or point to another folder"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    obj = f.get(key)
+    if obj is None:
+        found = ", ".join(sorted(f.keys())) or "nothing"
+        raise DataError(f"{path}: missing dataset {key!r} (found: {found}); {_FIX}")
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(f"{path}: {key!r} is a group, not a dataset; {_FIX}")
+    return obj
+
+
+def _read_open_file(f: h5py.File, path: Path, split: str) -> _Split:
+    x_key, y_key = f"{split}_set_x", f"{split}_set_y"
+    x, y, c = _dataset(f, x_key, path), _dataset(f, y_key, path), _dataset(f, CLASSES_KEY, path)
+
+    # Everything about sizes and types is checked from the declarations, before reading.
+    if len(x.shape) != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
+        raise DataError(
+            f"{path}: {x_key} has shape {x.shape}; expected (m, 64, 64, 3), "
+            "m RGB pictures of 64x64 pixels"
+        )
+    m = x.shape[0]
+    if m == 0:
+        raise DataError(f"{path}: {x_key} holds no examples (m = 0); training needs pictures")
+    if m > MAX_EXAMPLES:
+        raise DataError(
+            f"{path}: {x_key} declares {m} pictures, more than deepnet loads "
+            f"({MAX_EXAMPLES}); is this the course's file?"
+        )
+    if x.dtype.kind not in "uif" or x.dtype.itemsize > 8:
+        raise DataError(f"{path}: {x_key} has dtype {x.dtype}; expected uint8 pixel values 0..255")
+    if tuple(y.shape) not in ((m,), (1, m), (m, 1)):
+        raise DataError(
+            f"{path}: {y_key} has shape {y.shape}; expected ({m},), one label per picture "
+            f"of {x_key}"
+        )
+    if y.dtype.kind not in "uifb" or y.dtype.itemsize > 8:
+        raise DataError(f"{path}: {y_key} has dtype {y.dtype}; expected integer labels 0 or 1")
+    if tuple(c.shape) != (2,) or not _is_string_dtype(c.dtype):
+        raise DataError(
+            f"{path}: {CLASSES_KEY} has shape {c.shape} and dtype {c.dtype}; expected two "
+            "class names such as [b'non-cat', b'cat']"
+        )
+
+    images = np.asarray(x[()])
+    labels = np.asarray(y[()]).reshape(m)
+    classes = _class_names(c[()], path)
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        bad = int(np.size(images) - np.count_nonzero(np.isfinite(images)))
+        raise DataError(f"{path}: {x_key} holds {bad} non-finite values (NaN or infinity)")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 255:
+        raise DataError(f"{path}: {x_key} holds pixel values from {low} to {high}; expected 0..255")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise DataError(f"{path}: {y_key} holds non-finite labels (NaN or infinity)")
+    bad_labels = ~np.isin(labels, (0, 1))
+    if bad_labels.any():
+        shown = ", ".join(str(v) for v in np.unique(labels[bad_labels])[:5])
+        raise DataError(
+            f"{path}: {y_key} holds {int(bad_labels.sum())} labels outside {{0, 1}} "
+            f"(values {shown}); labels must be 0 ({classes[0]}) or 1 ({classes[1]})"
+        )
+    synthetic = bool(f.attrs.get(SYNTHETIC_ATTR, False))
+    return _Split(images, labels.astype(np.float64).reshape(1, m), classes, synthetic)
+
+
+def _is_string_dtype(dtype: np.dtype) -> bool:
+    return dtype.kind in "SU" or h5py.check_string_dtype(dtype) is not None
+
+
+def _class_names(raw: np.ndarray, path: Path) -> tuple[str, str]:
+    names = []
+    for value in np.asarray(raw).reshape(-1):
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: {CLASSES_KEY} holds a name that is not UTF-8 text") from None
+        names.append(text.strip())
+    if any(not n for n in names) or names[0] == names[1]:
+        raise DataError(f"{path}: {CLASSES_KEY} must hold two different names, got {names}")
+    return names[0], names[1]
+
+
+def load_picture(path: str | os.PathLike) -> np.ndarray:
+    """Any picture Pillow reads, as the network sees it: (64, 64, 3) uint8 RGB.
+
+    EXIF rotation is applied, transparency and palettes become plain RGB, and the picture is
+    resized (squashed, not cropped) to 64x64 with Pillow's bicubic filter; feed the result
+    to :func:`preprocess` (with a leading axis) for exactly the training preprocessing.
+    """
+    from PIL import Image, ImageOps  # noqa: PLC0415  (only predict needs Pillow)
+
+    try:
+        with Image.open(path) as picture:
+            picture = ImageOps.exif_transpose(picture)
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                picture = picture.convert("RGBA")
+                backdrop = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+                picture = Image.alpha_composite(backdrop, picture)
+            picture = picture.convert("RGB")
+            small = picture.resize(IMAGE_SHAPE[1::-1], Image.Resampling.BICUBIC)
+            return np.asarray(small, dtype=np.uint8).reshape(IMAGE_SHAPE)
+    except FileNotFoundError:
+        raise InputError(f"{path}: picture not found") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: picture too large to read safely ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
+        raise InputError(f"{path}: cannot read as a picture ({_first_line(exc)})") from None
