@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 
 import deepnet
+from deepnet.data import load_dataset
 from deepnet.training import L_layer_model, two_layer_model
 
 # Every "Cost after iteration i" the seed prints (two-layer at full precision, L-layer to 6).
@@ -26,18 +26,10 @@ L_LAYER_COSTS = [
 ]  # fmt: skip
 
 
-def load_split(path, split):
-    with h5py.File(path, "r") as f:
-        x = np.asarray(f[f"{split}_set_x"])
-        y = np.asarray(f[f"{split}_set_y"])
-    return x.reshape(x.shape[0], -1).T / 255.0, y.reshape(1, -1)
-
-
 @pytest.fixture(scope="module")
 def cat_data(real_data_dir):
-    X, Y = load_split(real_data_dir / "train_catvnoncat.h5", "train")
-    Xt, Yt = load_split(real_data_dir / "test_catvnoncat.h5", "test")
-    return X, Y, Xt, Yt
+    data = load_dataset(real_data_dir)
+    return data.train_x, data.train_y, data.test_x, data.test_y
 
 
 def accuracy_of(params, X, Y):
