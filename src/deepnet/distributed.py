@@ -191,8 +191,9 @@ class Allreduce:
             nccl = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
             ok = bool(getattr(nccl, "available", False))
             dev = cupy.cuda.Device()
-            where = (cupy.cuda.runtime.getDeviceProperties(dev.id).get("pciBusID"), dev.id)
-            gpu = f"{mpi().Get_processor_name()}:{where}"
+            props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+            pci = tuple(props.get(k) for k in ("pciDomainID", "pciBusID", "pciDeviceID"))
+            gpu = f"{mpi().Get_processor_name()}:{pci}"  # a physical GPU, whatever the masks
         except Exception:
             ok, gpu = False, None
         gpus = self.comm.allgather(gpu)

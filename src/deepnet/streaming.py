@@ -3,15 +3,15 @@
 The file is the course's layout (``train_set_x`` uint8 (m, 64, 64, 3), ``train_set_y`` (m,),
 ``list_classes``). Only one batch, plus the ones being read ahead, is ever in memory:
 
-- a background thread reads the next batches while the current one trains (NumPy's
-  matrix products and HDF5/pread I/O both release the GIL, so the two overlap);
+- a background thread prepares the next batches while the current one trains (NumPy's
+  matrix products, ufuncs and ``pread`` all release the GIL, so the two can overlap);
 - the rows of a batch are read in file order (sorted, one ``pread`` per run of consecutive
   rows when the dataset is stored contiguously, else h5py's sorted fancy indexing) and put
   back in batch order in memory;
-- images travel as uint8 (8x fewer bytes than float64) and become floats on the device;
-- on CUDA the reader fills page-locked (pinned) host buffers, and each batch goes to the
-  GPU with an asynchronous copy on its own stream, so the copy of batch k+1 overlaps the
-  kernels of batch k.
+- on the CPU that thread also casts, transposes and scales the rows into the batch X;
+- on CUDA it fills page-locked (pinned) host buffers with uint8 rows (8x fewer bytes than
+  float64), each batch goes to the GPU with an asynchronous copy on its own stream (the
+  copy of batch k+1 overlaps the kernels of batch k), and the GPU makes the floats.
 
 The batches are those of :func:`deepnet.training.batch_order` and each step is
 :func:`deepnet.training.train_step`, so for the same ``batch_size`` and ``seed`` the result
@@ -53,7 +53,7 @@ from deepnet.training import DTYPES, TrainState, _check_finite, batch_order, tra
 Array = Any
 IMAGE_SHAPE = (64, 64, 3)
 CLASSES = (b"non-cat", b"cat")
-DEFAULT_CHUNK = 512  # examples per chunk of a full-batch pass: 50 MB of float64 at 64x64x3
+DEFAULT_CHUNK = 256  # examples per chunk of a full-batch pass: 25 MB of float64 at 64x64x3
 _SYNTHETIC_BLOCK = 1024  # images generated and written at a time (12.6 MB)
 
 
@@ -176,7 +176,7 @@ class _Rows:
 
 
 class _Reader:
-    """Examples of a course file, in any order, as columns: (n_x, b) uint8 and (b,) labels."""
+    """Examples of a course file, in any order: image rows (b, n_x) uint8 and (b,) labels."""
 
     def __init__(self, source: CourseFile, max_batch: int) -> None:
         self.source = source
@@ -188,24 +188,22 @@ class _Reader:
         except BaseException:
             self.close()
             raise
-        self._rows = np.empty((max_batch, source.n_x), np.uint8)  # reused: sorted rows
+        self._sorted = np.empty((max_batch, source.n_x), np.uint8)  # reused: rows in file order
 
-    def read(self, idx: np.ndarray, x_out: np.ndarray) -> np.ndarray:
-        """Write the images of ``idx`` as the columns of ``x_out`` (n_x, b); return the labels."""
+    def read(self, idx: np.ndarray, rows_out: np.ndarray) -> np.ndarray:
+        """Write the images of ``idx`` into ``rows_out`` (b, n_x), in idx's order; return labels."""
         order = np.argsort(idx, kind="stable")
         rows = idx[order]
         if len(rows) and (rows[0] < 0 or rows[-1] >= self.source.m):
             raise InputError(f"example index out of range 0..{self.source.m - 1}")
         b = len(idx)
-        sorted_x = self._rows[:b]
+        sorted_x = self._sorted[:b]
         self._x.read_sorted(rows, sorted_x)
         sorted_y = np.empty(b, self._y.dtype)
         self._y.read_sorted(rows, sorted_y)
-        # Column j is example idx[j], i.e. sorted row inv[j]: the transpose and the
-        # reordering in one pass, into the caller's (pinned) buffer.
-        inv = np.empty_like(order)
+        inv = np.empty_like(order)  # example idx[j] is sorted row inv[j]
         inv[order] = np.arange(b)
-        np.take(sorted_x.T, inv, axis=1, out=x_out, mode="clip")
+        np.take(sorted_x, inv, axis=0, out=rows_out, mode="clip")  # whole 12 KB rows: cheap
         y = sorted_y[inv]
         if not np.isin(y, (0, 1)).all():
             bad = np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()
@@ -229,9 +227,9 @@ class _Failure:
 
 
 class _ReadAhead:
-    """Reads the planned batches in a background thread into a small pool of host buffers.
+    """Produces the planned batches in a background thread into a small pool of buffers.
 
-    A buffer goes back to the pool with ``release(buf, event)``; the reader waits for
+    A buffer goes back to the pool with ``release(buf, event)``; the thread waits for
     ``event`` (the end of the buffer's copy to the GPU) before filling it again.
     """
 
@@ -273,7 +271,7 @@ class _ReadAhead:
         return None, None
 
     def get(self) -> tuple:
-        """The next batch, in plan order (raises what the reader raised)."""
+        """The next batch, in plan order (raises what the producer raised)."""
         item = self._ready.get()
         if isinstance(item, _Failure):
             raise item.exc
@@ -284,13 +282,13 @@ class _ReadAhead:
         self._free.put((buf, event))
 
     def close(self) -> None:
-        """Stop reading and wait for the thread."""
+        """Stop producing and wait for the thread."""
         self._stop.set()
         self._thread.join()
 
 
 class _Inline:
-    """The same interface as :class:`_ReadAhead`, reading each batch only when asked."""
+    """The same interface as :class:`_ReadAhead`, producing each batch only when asked."""
 
     def __init__(self, produce: Callable, plan: Iterator[np.ndarray], buffers: list) -> None:
         self._produce, self._plan = produce, plan
@@ -308,48 +306,73 @@ class _Inline:
         pass
 
 
-class _HostUpload:
-    """CPU: the staged uint8 batch becomes the working dtype in place of a copy."""
+class _HostBatches:
+    """CPU: the producer turns rows into the final X itself, off the training thread.
 
-    def __init__(self, xp: Any, dtype: Any) -> None:
-        self.xp, self.dtype = xp, dtype
-
-    def __call__(self, x: np.ndarray, y: np.ndarray, release: Callable) -> tuple[Array, Array]:
-        xp = self.xp
-        # As in-memory loading does it: uint8 / 255 in float64, then the working dtype.
-        X = xp.astype(xp.asarray(x), xp.float64) / 255.0
-        release(None)  # astype copied: the staging buffer is free
-        if X.dtype != self.dtype:
-            X = xp.astype(X, self.dtype)
-        Y = xp.astype(xp.reshape(xp.asarray(y), (1, y.shape[0])), self.dtype)
-        return X, Y
-
-
-class _CudaUpload:
-    """CUDA: pinned host buffer -> device with an asynchronous copy on a side stream.
-
-    Two device staging slots alternate; the copy into a slot waits (on the GPU, not the
-    host) for the conversion that last read it, and the training stream waits for the copy.
+    X = rows.T / 255 is computed in float64 (as in-memory loading does), straight into a
+    C-ordered (n_x, b) buffer: the layout ``xp.take(X, cols, axis=1)`` gives ``fit``, so the
+    matrix products see the same memory order and give the same bits.
     """
 
-    def __init__(self, xp: Any, dtype: Any, cupy: Any, slot_bytes: int) -> None:
-        self.xp, self.dtype, self.cupy = xp, dtype, cupy
-        self.copy_stream = cupy.cuda.Stream(non_blocking=True)
-        self.slots = [cupy.empty(slot_bytes, dtype=cupy.uint8) for _ in range(2)]
+    def __init__(self, reader: _Reader, max_batch: int, dtype: np.dtype) -> None:
+        self.reader, self.dtype = reader, np.dtype(dtype)
+        self.rows = np.empty((max_batch, reader.source.n_x), np.uint8)
+        self.nbytes = max_batch * reader.source.n_x * self.dtype.itemsize
+
+    def buffer(self) -> np.ndarray:
+        return np.empty(self.nbytes, np.uint8)
+
+    def produce(self, idx: np.ndarray, buf: np.ndarray) -> tuple:
+        b, n_x = len(idx), self.reader.source.n_x
+        rows = self.rows[:b]
+        y = self.reader.read(idx, rows)
+        X = buf[: b * n_x * self.dtype.itemsize].view(self.dtype).reshape(n_x, b)
+        if self.dtype == np.float64:
+            np.divide(rows.T, 255.0, out=X, dtype=np.float64)  # cast, transpose, scale: 1 pass
+        else:
+            X[...] = rows.T / 255.0  # float64, then rounded once to float32
+        return idx, X, np.asarray(y, self.dtype).reshape(1, b), buf
+
+
+class _CudaBatches:
+    """CUDA: rows in pinned host memory, an asynchronous copy on a side stream, then the GPU
+    transposes and scales them.
+
+    Two device slots alternate; the copy into a slot waits (on the GPU, not the host) for
+    the conversion that last read it, and the training stream waits for the copy. The
+    pinned buffer goes back to the reader once its copy has finished.
+    """
+
+    def __init__(self, reader: _Reader, max_batch: int, xp: Any, dtype: Any) -> None:
+        self.reader, self.xp, self.dtype = reader, xp, dtype
+        self.cupy = backend._cupy()
+        self.nbytes = max_batch * reader.source.n_x
+        self.copy_stream = self.cupy.cuda.Stream(non_blocking=True)
+        self.slots = [self.cupy.empty(self.nbytes, dtype=self.cupy.uint8) for _ in range(2)]
         self.slot_done: list[Any] = [None, None]
         self.k = 0
 
-    def __call__(self, x: np.ndarray, y: np.ndarray, release: Callable) -> tuple[Array, Array]:
+    def buffer(self) -> np.ndarray:
+        """A NumPy view of page-locked host memory (kept alive by the view)."""
+        mem = self.cupy.cuda.alloc_pinned_memory(self.nbytes)
+        return np.frombuffer(mem, np.uint8, self.nbytes)
+
+    def produce(self, idx: np.ndarray, buf: np.ndarray) -> tuple:
+        rows = buf[: len(idx) * self.reader.source.n_x].reshape(len(idx), -1)
+        return idx, rows, self.reader.read(idx, rows), buf
+
+    def upload(self, rows: np.ndarray, y: np.ndarray, release: Callable) -> tuple[Array, Array]:
         xp, cupy = self.xp, self.cupy
         compute = cupy.cuda.get_current_stream()
         if self.slot_done[self.k] is not None:
             self.copy_stream.wait_event(self.slot_done[self.k])
-        dev = self.slots[self.k][: x.size].reshape(x.shape)
-        dev.set(x, stream=self.copy_stream)  # asynchronous: x lives in pinned memory
+        dev = self.slots[self.k][: rows.size].reshape(rows.shape)
+        dev.set(rows, stream=self.copy_stream)  # asynchronous: rows live in pinned memory
         copied = self.copy_stream.record()
         release(copied)  # the reader refills the pinned buffer after the copy, not before
         compute.wait_event(copied)
-        X = xp.astype(dev, xp.float64) / 255.0
+        # C order, as xp.take(X, cols, axis=1) gives fit: same layout, same cuBLAS path.
+        X = xp.astype(cupy.ascontiguousarray(dev.T), xp.float64) / 255.0
         if X.dtype != self.dtype:
             X = xp.astype(X, self.dtype)
         self.slot_done[self.k] = compute.record()
@@ -358,18 +381,12 @@ class _CudaUpload:
         return X, Y
 
 
-def _pinned(cupy: Any, nbytes: int) -> np.ndarray:
-    """A NumPy view of page-locked host memory (kept alive by the view)."""
-    mem = cupy.cuda.alloc_pinned_memory(nbytes)
-    return np.frombuffer(mem, np.uint8, nbytes)
-
-
 class BatchStream:
     """Batches of a course file, in plan order, as (idx, X, Y) on the parameters' device.
 
-    ``plan`` yields the example indices of each batch; at most ``max_batch`` each.
-    With ``prefetch`` (the default) ``depth`` batches are read ahead in a thread.
-    Use as a context manager, or call :meth:`close`.
+    ``plan`` yields the example indices of each batch, at most ``max_batch`` each. With
+    ``prefetch`` (the default) ``depth`` batches are prepared ahead in a thread. A batch
+    stays valid until the next call of :meth:`next`. Use as a context manager.
     """
 
     def __init__(
@@ -383,31 +400,35 @@ class BatchStream:
         depth: int = 2,
     ) -> None:
         xp = array_namespace(like)
+        self._xp = xp
         self._reader = _Reader(source, max_batch)
-        nbytes = max_batch * source.n_x
-        n_buffers = depth + 1 if prefetch else 1
-        if array_api_compat.is_cupy_namespace(xp):
-            cupy = backend._cupy()
-            buffers = [_pinned(cupy, nbytes) for _ in range(n_buffers)]
-            self._upload: Callable = _CudaUpload(xp, like.dtype, cupy, nbytes)
+        self._cuda = array_api_compat.is_cupy_namespace(xp)
+        if self._cuda:
+            self._batches: Any = _CudaBatches(self._reader, max_batch, xp, like.dtype)
         else:
-            buffers = [np.empty(nbytes, np.uint8) for _ in range(n_buffers)]
-            self._upload = _HostUpload(xp, like.dtype)
+            self._batches = _HostBatches(self._reader, max_batch, _host_dtype(like))
+        # depth ready + one being filled (+ on the CPU, one held by the training step)
+        n_buffers = (depth + 1 + (not self._cuda)) if prefetch else 1
+        buffers = [self._batches.buffer() for _ in range(n_buffers)]
         kind = _ReadAhead if prefetch else _Inline
-        self._queue = kind(self._produce, plan, buffers)
-
-    def _produce(self, idx: np.ndarray, buf: np.ndarray) -> tuple:
-        x = buf[: self._reader.source.n_x * len(idx)].reshape(self._reader.source.n_x, len(idx))
-        return idx, x, self._reader.read(idx, x), buf
+        self._queue = kind(self._batches.produce, plan, buffers)
+        self._held: np.ndarray | None = None
 
     def next(self) -> tuple[np.ndarray, Array, Array]:
         """The next planned batch: (example indices, X (n_x, b), Y (1, b))."""
+        if self._held is not None:  # the previous batch's step has returned: reuse its memory
+            self._queue.release(self._held)
+            self._held = None
         idx, x, y, buf = self._queue.get()
-        X, Y = self._upload(x, y, lambda event: self._queue.release(buf, event))
+        if self._cuda:
+            X, Y = self._batches.upload(x, y, lambda event: self._queue.release(buf, event))
+        else:
+            self._held = buf
+            X, Y = self._xp.asarray(x), self._xp.asarray(y)
         return idx, X, Y
 
     def close(self) -> None:
-        """Stop the reader thread and close the file."""
+        """Stop the producer thread and close the file."""
         self._queue.close()
         self._reader.close()
 
@@ -416,6 +437,11 @@ class BatchStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _host_dtype(like: Array) -> np.dtype:
+    """The NumPy dtype matching an array's dtype (float64 or float32)."""
+    return np.dtype("float32") if "float32" in str(like.dtype) else np.dtype("float64")
 
 
 # --------------------------------------------------------------------------- training
