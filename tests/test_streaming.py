@@ -15,6 +15,7 @@ from deepnet.errors import DataError, DivergenceError, InputError, ShapeError
 from deepnet.initialization import draw_parameters
 from deepnet.streaming import (
     BatchStream,
+    _Reader,
     fit_stream,
     make_synthetic,
     open_course_file,
@@ -204,3 +205,20 @@ def test_real_data_streams_like_in_memory(real_data_dir):
     _, want = L_layer_model(X, Y, [12288, 20, 7, 5, 1], **kw)
     _, got = train_stream(path, [12288, 20, 7, 5, 1], **kw)
     assert got == want
+
+
+def test_a_truncated_file_is_a_data_error(tmp_path):
+    path = make_synthetic(tmp_path / "cut.h5", 200, seed=1, image_shape=SHAPE).path
+    source = open_course_file(path)
+    with h5py.File(path) as f:
+        end = f["train_set_x"].id.get_offset() + 200 * 192
+    reader = _Reader(source, max_batch=50)  # opened while the file was whole
+    with open(path, "r+b") as f:  # then cut inside the last images' pixels
+        f.truncate(end - 100 * 192)
+    try:
+        with pytest.raises(DataError, match="truncated"):
+            reader.read(np.arange(150, 200), np.empty((50, 192), np.uint8))
+    finally:
+        reader.close()
+    with pytest.raises(DataError, match="truncated"):  # HDF5 itself notices at opening
+        train_stream(source, [192, 2, 1], num_iterations=1, batch_size=50)

@@ -37,7 +37,6 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
-import h5py
 import numpy as np
 
 from deepnet import backend
@@ -46,7 +45,7 @@ from deepnet.errors import DataError, DeepnetError, InputError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.kernels import num_layers
-from deepnet.streaming import CourseFile, open_course_file, parse_layers
+from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
 from deepnet.training import DTYPES, TrainState, _check_finite, prepare
 
 Array = Any
@@ -108,7 +107,7 @@ def shard_bounds(m: int, rank: int, size: int) -> tuple[int, int]:
 
 def load_shard(source: CourseFile, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Examples [start, stop) of a course file as host X (n_x, b) = pixels / 255 and Y (1, b)."""
-    with h5py.File(source.path, "r") as f:
+    with _open_h5(source.path) as f:
         x = f[source.x_key][start:stop]
         y = f[source.y_key][start:stop]
     if not np.isin(y, (0, 1)).all():

@@ -87,6 +87,15 @@ def _find_key(f: h5py.File, suffix: str, path: Path) -> str:
     return found[0]
 
 
+def _open_h5(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; check the path (or $DEEPNET_DATA)")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path} is not a readable HDF5 file ({exc})") from None
+
+
 def open_course_file(
     path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None
 ) -> CourseFile:
@@ -96,13 +105,7 @@ def open_course_file(
     Raises :class:`DataError` saying what is missing or wrong.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} not found; check the path (or $DEEPNET_DATA)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"{path} is not a readable HDF5 file ({exc})") from None
-    with f:
+    with _open_h5(path) as f:
         x_key = x_key or _find_key(f, "_set_x", path)
         y_key = y_key or _find_key(f, "_set_y", path)
         for key in (x_key, y_key):
@@ -148,6 +151,8 @@ class _Rows:
     @staticmethod
     def _raw_offset(dataset: h5py.Dataset) -> int | None:
         plist = dataset.id.get_create_plist()
+        if not hasattr(os, "preadv"):  # Windows (and old macOS): h5py reads everything
+            return None
         if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_external_count():
             return None
         return dataset.id.get_offset()  # None while the storage is not allocated
@@ -159,13 +164,17 @@ class _Rows:
         stops = np.concatenate((breaks, [len(rows)]))
         flat = out.reshape(len(rows), -1).view(np.uint8)
         for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            want = (b - a) * self.row_bytes
-            got = os.preadv(self._fd, [flat[a:b]], self._offset + int(rows[a]) * self.row_bytes)
-            if got != want:
-                raise DataError(
-                    f"{self.dataset.file.filename}: {self.dataset.name} is truncated (read "
-                    f"{got} of {want} bytes at row {int(rows[a])}); regenerate or re-download it"
-                )
+            run = flat[a:b].reshape(-1)
+            at, start = 0, self._offset + int(rows[a]) * self.row_bytes
+            while at < run.size:  # a read may return less than asked; 0 means end of file
+                got = os.preadv(self._fd, [run[at:]], start + at)
+                if got == 0:
+                    raise DataError(
+                        f"{self.dataset.file.filename}: {self.dataset.name} is truncated (it "
+                        f"ends inside row {int(rows[a]) + at // self.row_bytes}); regenerate "
+                        "or re-download the file"
+                    )
+                at += got
 
     def read_sorted(self, rows: np.ndarray, out: np.ndarray) -> None:
         """Fill ``out[k]`` with row ``rows[k]``; ``rows`` increasing and unique."""
@@ -180,7 +189,7 @@ class _Reader:
 
     def __init__(self, source: CourseFile, max_batch: int) -> None:
         self.source = source
-        self._file = h5py.File(source.path, "r")
+        self._file = _open_h5(source.path)
         self._fd = os.open(source.path, os.O_RDONLY)
         try:
             self._x = _Rows(self._file[source.x_key], self._fd)
