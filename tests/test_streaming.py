@@ -17,6 +17,7 @@ from deepnet.streaming import (
     BatchStream,
     _Reader,
     fit_stream,
+    main,
     make_synthetic,
     open_course_file,
     train_stream,
@@ -222,3 +223,10 @@ def test_a_truncated_file_is_a_data_error(tmp_path):
         reader.close()
     with pytest.raises(DataError, match="truncated"):  # HDF5 itself notices at opening
         train_stream(source, [192, 2, 1], num_iterations=1, batch_size=50)
+
+
+def test_command_line_makes_a_file_and_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert main(["make-synthetic", str(tmp_path / "c.h5"), "--n", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["m"] == 10
+    assert main(["train", str(tmp_path / "missing.h5")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -538,8 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device, dtype=args.dtype, record_every=args.record_every,
             print_cost=not args.quiet, reduce=args.reduce,
         )  # fmt: skip
-    except DeepnetError as exc:
-        print(f"error (rank {_rank_or_zero()}): {exc}", file=sys.stderr)
+    except DeepnetError as exc:  # raised alike on every rank (see _all_ok): say it once
+        if _rank_or_zero() == 0:
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     if is_root(comm):
         if args.costs_json:

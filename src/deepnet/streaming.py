@@ -45,7 +45,7 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace
-from deepnet.errors import DataError, InputError, ShapeError
+from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import add_gradients, apply_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.training import DTYPES, TrainState, _check_finite, batch_order, train_step
@@ -671,6 +671,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     train.add_argument("--dtype", default="float64", choices=DTYPES)
     train.add_argument("--no-prefetch", action="store_true", help="read each batch when needed")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except DeepnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "make-synthetic":
         info = make_synthetic(args.path, args.n, seed=args.seed, prefix=args.prefix)
         print(json.dumps({"path": str(info.path), "m": info.m, "bytes": info.path.stat().st_size}))
