@@ -378,7 +378,8 @@ def train_distributed(
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dims = check_layer_dims(layers_dims)
     comm = world() if comm is None else comm
-    device = _all_ok(comm, lambda: backend.resolve_device(device), "choosing the device")
+    requested = device
+    device = _all_ok(comm, lambda: backend.resolve_device(requested), "choosing the device")
     if device == "cuda":
         _all_ok(comm, lambda: bind_gpu(comm), "choosing a GPU")
     rank, size = comm.Get_rank(), comm.Get_size()
