@@ -26,7 +26,7 @@ from deepnet.errors import InputError
 from deepnet.gradients import add_gradients, apply_gradients, gradients
 from deepnet.initialization import draw_parameters
 from deepnet.streaming import make_synthetic, open_course_file
-from deepnet.training import L_layer_model, TrainState, fit, like, train_step
+from deepnet.training import L_layer_model, TrainState, fit, like, train_step, two_layer_model
 
 ATOL = 1e-9  # the issue's bar for the distributed cost history (float64)
 
@@ -164,6 +164,37 @@ def test_two_ranks_reproduce_the_single_process_full_batch_history(tmp_path):
     assert got["costs"][-1] < got["costs"][0]  # it trained
     for key in params:
         np.testing.assert_allclose(got["parameters"][key], params[key], rtol=0, atol=ATOL)
+
+
+ARRAYS_SCRIPT = """
+import json, sys
+from deepnet.distributed import is_root, load_shard, train_distributed
+from deepnet.streaming import open_course_file
+source = open_course_file(sys.argv[1])
+X, Y = load_shard(source, 0, source.m)  # every rank loads the whole (small) set
+seen = []
+_, costs = train_distributed((X, Y), [768, 5, 1], learning_rate=0.05, num_iterations=12,
+                             init="small", record_every=3, callback=lambda s, c: seen.append(c))
+assert seen == costs
+if is_root():
+    print(json.dumps(costs))
+"""
+
+
+def test_two_ranks_from_arrays_in_memory(tmp_path):
+    """The call the CLI makes: the whole set in memory on every rank, each keeps a shard."""
+    source = make_synthetic(tmp_path / "syn.h5", 33, seed=5, image_shape=(16, 16, 3))
+    script = tmp_path / "arrays.py"
+    script.write_text(ARRAYS_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [_mpiexec(), "-n", "2", sys.executable, str(script), str(source.path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    X, Y = load_shard(source, 0, source.m)
+    _, want = two_layer_model(X, Y, [768, 5, 1], 0.05, 12, record_every=3)
+    got = json.loads(out.stdout)  # printed by rank 0 only
+    assert len(want) == 4  # iterations 0, 3, 6, 9
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
 
 
 def test_two_ranks_on_the_real_data(real_data_dir, tmp_path):

@@ -41,7 +41,7 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace, to_numpy
-from deepnet.errors import DataError, DeepnetError, InputError
+from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.kernels import num_layers
@@ -350,8 +350,20 @@ def bind_gpu(comm: Any) -> int:
     return device
 
 
+def _check_columns(X: Any, Y: Any, n_x: int) -> None:
+    if len(getattr(X, "shape", ())) != 2 or X.shape[0] != n_x:
+        raise ShapeError(
+            f"X must have shape ({n_x}, m), one example per column, to match "
+            f"layers_dims[0] = {n_x}; got {tuple(getattr(X, 'shape', ()))}"
+        )
+    if tuple(getattr(Y, "shape", ())) != (1, X.shape[1]):
+        raise ShapeError(f"Y must have shape (1, {X.shape[1]}); got {getattr(Y, 'shape', None)}")
+    if X.shape[1] == 0:
+        raise ShapeError("X has no examples (0 columns); training needs at least one")
+
+
 def train_distributed(
-    source: str | os.PathLike | CourseFile,
+    source: str | os.PathLike | CourseFile | tuple[Array, Array],
     layers_dims: Sequence[int],
     *,
     comm: Any = None,
@@ -368,8 +380,10 @@ def train_distributed(
 ) -> tuple[dict[str, Array], list[float]]:
     """Full-batch ``L_layer_model`` on a course file, data-parallel over MPI ranks.
 
-    Call it on every rank (``mpiexec -n N ...``); ``comm`` defaults to COMM_WORLD. Each
-    rank reads only its shard of ``source``; parameters are drawn identically on every
+    Call it on every rank (``mpiexec -n N ...``); ``comm`` defaults to COMM_WORLD.
+    ``source`` is a course-layout HDF5 file, of which each rank reads only its shard, or
+    ``(X, Y)``: the whole preprocessed set (X (n_x, m) = pixels / 255, Y (1, m)), the same
+    on every rank, of which each keeps its shard. Parameters are drawn identically on every
     rank. Returns (parameters, costs), the same on every rank. ``print_cost`` prints on
     rank 0 only; ``callback`` runs on every rank. On CUDA each rank takes the GPU
     ``local_rank % visible GPUs``.
@@ -385,15 +399,23 @@ def train_distributed(
     rank, size = comm.Get_rank(), comm.Get_size()
 
     def load() -> tuple[Array, Array, int]:
-        info = source if isinstance(source, CourseFile) else open_course_file(source)
-        if info.n_x != dims[0]:
-            raise InputError(
-                f"layers_dims[0] = {dims[0]} but the images of {info.path} have "
-                f"{info.n_x} values each"
-            )
-        X, Y = load_shard(info, *shard_bounds(info.m, rank, size))
+        if isinstance(source, tuple):  # the whole set in memory, identical on every rank
+            X_all, Y_all = source
+            _check_columns(X_all, Y_all, dims[0])
+            m = X_all.shape[1]
+            start, stop = shard_bounds(m, rank, size)
+            X, Y = X_all[:, start:stop], Y_all[:, start:stop]
+        else:
+            info = source if isinstance(source, CourseFile) else open_course_file(source)
+            if info.n_x != dims[0]:
+                raise InputError(
+                    f"layers_dims[0] = {dims[0]} but the images of {info.path} have "
+                    f"{info.n_x} values each"
+                )
+            m = info.m
+            X, Y = load_shard(info, *shard_bounds(m, rank, size))
         X, Y = prepare(X, Y, device, dtype)
-        return X, Y, info.m
+        return X, Y, m
 
     X, Y, m = _all_ok(comm, load, "loading this rank's shard")
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
