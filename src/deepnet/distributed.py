@@ -1,0 +1,598 @@
+"""Data-parallel full-batch training over MPI (mpi4py): one process per CPU socket or GPU.
+
+Each rank holds a contiguous shard of the examples (read from the file by that rank alone)
+and the same parameters. Per iteration, every rank computes the gradient of the cost
+*summed* over its shard and divided by the *global* number of examples
+(:func:`deepnet.gradients.gradients` with ``m_total``), the gradients and the cost travel
+in one flat buffer through one Allreduce (sum), and every rank applies the same update.
+The sum of the shards' terms is the full-batch gradient, so the cost history is the
+single-process full-batch one to rounding (1e-9 checked in float64 at 2 ranks).
+
+On CUDA the buffer is reduced where it lives: NCCL through CuPy when every rank has its
+own GPU and NCCL is installed, else CUDA-aware MPI when the MPI library says it accepts
+CUDA memory (``mpi_memory_alloc_kinds`` lists ``cuda``), else through the host (one copy
+each way of ~1 MB per step). On the CPU it is plain ``MPI_Allreduce`` on NumPy memory.
+
+Launch with one rank per GPU (or per socket on CPUs)::
+
+    mpiexec -n 2 python -m deepnet.distributed train --data train_catvnoncat.h5
+    srun --ntasks-per-node=4 --gpus-per-task=1 python -m deepnet.distributed train ...
+
+``python -m deepnet.distributed bench`` measures compute and communication per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from deepnet import backend
+from deepnet.backend import array_namespace, to_numpy
+from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
+from deepnet.gradients import apply_gradients, grad_keys, gradients
+from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
+from deepnet.kernels import num_layers
+from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
+from deepnet.training import DTYPES, TrainState, _check_finite, prepare
+
+Array = Any
+REDUCE_METHODS = ("auto", "mpi", "nccl", "mpi-cuda", "mpi-host")
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+class DistributedError(DeepnetError, RuntimeError):
+    """MPI is missing, misconfigured, or the ranks disagree."""
+
+
+# --------------------------------------------------------------------------- MPI
+
+
+def mpi() -> ModuleType:
+    """The ``mpi4py.MPI`` module (initialising MPI), or DistributedError saying how to get it."""
+    try:
+        from mpi4py import MPI  # noqa: PLC0415  (lazy: MPI starts when first asked for)
+    except ImportError as exc:
+        raise DistributedError(
+            f"distributed training needs mpi4py and an MPI library ({exc}); install both "
+            "from PyPI with pip install 'deepnet[mpi]' (mpi4py + mpich), or build mpi4py "
+            "against your cluster's MPI with pip install --no-binary mpi4py mpi4py"
+        ) from None
+    return MPI
+
+
+def world() -> Any:
+    """MPI's COMM_WORLD, after checking that the launcher and MPI agree on its size."""
+    comm = mpi().COMM_WORLD
+    _check_launch(comm)
+    return comm
+
+
+def is_root(comm: Any = None) -> bool:
+    """True on rank 0 of ``comm`` (default COMM_WORLD): the rank that prints and saves."""
+    return (world() if comm is None else comm).Get_rank() == 0
+
+
+def _check_launch(comm: Any) -> None:
+    if comm.Get_size() > 1:
+        return
+    for var in _LAUNCHER_SIZE_VARS:
+        if os.environ.get(var, "1").strip() not in ("", "1"):
+            raise DistributedError(
+                f"the launcher started {os.environ[var]} processes (${var}) but MPI in this "
+                "one sees a single rank: mpiexec/mpirun and mpi4py use different MPI "
+                "libraries. Use the mpiexec of the MPI mpi4py was built with (with the PyPI "
+                f"wheels: {Path(sys.executable).parent / 'mpiexec'})"
+            )
+
+
+def shard_bounds(m: int, rank: int, size: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous shard: sizes differ by at most one example."""
+    if size < 1 or not 0 <= rank < size:
+        raise InputError(f"rank {rank} is not in 0..{size - 1}")
+    return rank * m // size, (rank + 1) * m // size
+
+
+def load_shard(source: CourseFile, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Examples [start, stop) of a course file as host X (n_x, b) = pixels / 255 and Y (1, b)."""
+    with _open_h5(source.path) as f:
+        x = f[source.x_key][start:stop]
+        y = f[source.y_key][start:stop]
+    if not np.isin(y, (0, 1)).all():
+        raise DataError(f"{source.path}: labels in {source.y_key} must be 0 or 1")
+    return x.reshape(stop - start, -1).T / 255.0, y.reshape(1, -1)
+
+
+def _all_ok(comm: Any, action: Callable[[], Any], what: str) -> Any:
+    """Run ``action`` on every rank; if it fails on any, raise on all (nobody hangs)."""
+    error: BaseException | None = None
+    try:
+        result = action()
+    except Exception as exc:  # re-raised below, after the others heard of it
+        error, result = exc, None
+    failed = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    bad = [(rank, msg) for rank, msg in enumerate(failed) if msg is not None]
+    if bad:
+        rank, msg = bad[0]
+        raise DistributedError(f"{what} failed on rank {rank} ({len(bad)} rank(s) failed): {msg}")
+    return result
+
+
+# --------------------------------------------------------------------------- reduction
+
+
+class Allreduce:
+    """Sums a flat float buffer over the ranks, on the device it lives on.
+
+    ``method``: ``"mpi"`` (host arrays), and for CUDA arrays ``"nccl"``, ``"mpi-cuda"``
+    (CUDA-aware MPI) or ``"mpi-host"`` (through host memory); ``"auto"`` picks the first
+    that works here, and all ranks agree on the choice.
+    """
+
+    def __init__(self, comm: Any, like: Array, method: str = "auto") -> None:
+        if method not in REDUCE_METHODS:
+            raise InputError(f"reduce must be one of {', '.join(REDUCE_METHODS)}, got {method!r}")
+        self.comm = comm
+        self.size = 1 if comm is None else comm.Get_size()
+        self._cuda = array_api_compat.is_cupy_array(like)
+        if not self._cuda and not array_api_compat.is_numpy_array(like):
+            raise InputError(
+                "distributed training runs on NumPy (device 'cpu') or CuPy (device 'cuda') "
+                f"arrays, not {type(like).__module__}"
+            )
+        if comm is None:
+            self.method = "none"
+        elif not self._cuda:
+            if method not in ("auto", "mpi"):
+                raise InputError(f"reduce={method!r} is for CUDA arrays; on the CPU use 'mpi'")
+            self.method = "mpi"
+        else:
+            self.method = self._cuda_method(method)
+        self.calls = 0
+        self.bytes = 0  # payload handed to the reduction so far (per rank)
+
+    def _cuda_method(self, method: str) -> str:
+        comm, cupy = self.comm, backend._cupy()
+        if method in ("auto", "nccl"):
+            nccl_ok = self._nccl_possible(cupy)
+            if nccl_ok:
+                self._nccl = _all_ok(comm, lambda: self._nccl_init(cupy), "NCCL initialisation")
+                self._nccl_module = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
+                return "nccl"
+            if method == "nccl":
+                raise DistributedError(
+                    "reduce='nccl' needs CuPy's NCCL (pip install nvidia-nccl-cu12, or "
+                    "python -m cupyx.tools.install_library --library nccl) and one GPU per rank"
+                )
+        if method in ("auto", "mpi-cuda"):
+            aware = comm.allreduce(int(_mpi_accepts_cuda(comm)), op=mpi().MIN) == 1
+            if aware or method == "mpi-cuda":  # asked for explicitly: the user knows their MPI
+                return "mpi-cuda"
+        return "mpi-host"
+
+    def _nccl_possible(self, cupy: Any) -> bool:
+        """NCCL importable on every rank and no two ranks sharing a GPU (NCCL refuses that)."""
+        try:
+            nccl = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
+            ok = bool(getattr(nccl, "available", False))
+            dev = cupy.cuda.Device()
+            props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+            pci = tuple(props.get(k) for k in ("pciDomainID", "pciBusID", "pciDeviceID"))
+            gpu = f"{mpi().Get_processor_name()}:{pci}"  # a physical GPU, whatever the masks
+        except Exception:
+            ok, gpu = False, None
+        gpus = self.comm.allgather(gpu)
+        return self.comm.allreduce(int(ok), op=mpi().MIN) == 1 and len(set(gpus)) == len(gpus)
+
+    def _nccl_init(self, cupy: Any) -> Any:
+        nccl = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
+        uid: Any = None
+        if self.comm.Get_rank() == 0:
+            try:
+                uid = nccl.get_unique_id()
+            except Exception as exc:  # every rank must learn of it, or they wait in bcast
+                uid = f"{type(exc).__name__}: {exc}"
+        uid = self.comm.bcast(uid, root=0)
+        if isinstance(uid, str):
+            raise DistributedError(f"rank 0 could not create an NCCL id ({uid})")
+        return nccl.NcclCommunicator(self.comm.Get_size(), uid, self.comm.Get_rank())
+
+    def __call__(self, buf: Array) -> Array:
+        """The element-wise sum of ``buf`` over all ranks (``buf`` may be overwritten)."""
+        self.calls += 1
+        self.bytes += buf.size * buf.dtype.itemsize
+        if self.method == "none":
+            return buf
+        MPI = mpi()
+        if self.method == "mpi":
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            return buf
+        cupy = backend._cupy()
+        stream = cupy.cuda.get_current_stream()
+        if self.method == "nccl":  # queued on the stream, like any kernel: no host wait
+            nccl = self._nccl_module
+            kind = nccl.NCCL_FLOAT64 if buf.dtype == cupy.float64 else nccl.NCCL_FLOAT32
+            ptr = buf.data.ptr
+            self._nccl.allReduce(ptr, ptr, buf.size, kind, nccl.NCCL_SUM, stream.ptr)
+            return buf
+        if self.method == "mpi-cuda":
+            stream.synchronize()  # MPI reads the memory now, not in stream order
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            return buf
+        host = cupy.asnumpy(buf)  # mpi-host: waits for the gradients, copies ~1 MB down
+        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+        return cupy.asarray(host)
+
+
+def _mpi_accepts_cuda(comm: Any) -> bool:
+    """True when the MPI library reports CUDA device memory among its allocation kinds."""
+    try:
+        kinds = comm.Get_info().get("mpi_memory_alloc_kinds") or ""
+    except Exception:
+        return False
+    return any(kind.split(":")[0] == "cuda" for kind in kinds.split(","))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _flatten(xp: Any, grads: dict[str, Array], cost: Array, keys: list[str]) -> Array:
+    return xp.concat([xp.reshape(grads[k], (-1,)) for k in keys] + [xp.reshape(cost, (1,))])
+
+
+def _unflatten(
+    xp: Any, flat: Array, shapes: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, Array], Array]:
+    grads, at = {}, 0
+    for key, shape in shapes.items():
+        n = math.prod(shape)
+        grads[key] = xp.reshape(flat[at : at + n], shape)
+        at += n
+    return grads, flat[at]
+
+
+def fit_distributed(
+    X: Array,
+    Y: Array,
+    state: TrainState,
+    *,
+    comm: Any,
+    learning_rate: float,
+    num_iterations: int,
+    m_total: int | None = None,
+    record_every: int = 100,
+    print_cost: bool = False,
+    callback: Callable[[TrainState, float], None] | None = None,
+    reduce: str = "auto",
+    reducer: Allreduce | None = None,
+) -> TrainState:
+    """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
+
+    Every rank must call it with the same ``state``. ``m_total`` (the examples of all
+    shards) is summed over the ranks when not given. ``comm=None`` runs on one process
+    without MPI. Costs are recorded (and ``callback`` called) on every rank, identically;
+    at the end the ranks check that their parameters are bit-for-bit the same.
+    """
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
+        learning_rate <= 0
+    ):
+        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    xp = array_namespace(X, Y)
+    if m_total is None:
+        m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
+    if m_total < 1:
+        raise InputError("the shards hold no examples at all; training needs at least one")
+    reducer = reducer or Allreduce(comm, X, reduce)
+    params, costs = state.parameters, list(state.costs)
+    keys = grad_keys(num_layers(params))
+    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
+    good_params, good_iteration = params, state.iteration
+    cost = None
+    for i in range(state.iteration, num_iterations):
+        params_in = params
+        grads, cost = gradients(params, X, Y, m_total=m_total)
+        grads, cost = _unflatten(xp, reducer(_flatten(xp, grads, cost, keys)), shapes)
+        params = apply_gradients(params, grads, learning_rate)
+        if i % record_every == 0:
+            value = float(cost)  # identical on every rank: they all decide alike
+            _check_finite(value, i, good_params, good_iteration, costs)
+            good_params, good_iteration = params_in, i
+            costs.append(value)
+            if print_cost:
+                print(f"Cost after iteration {i}: {value}", flush=True)
+            if callback is not None:
+                callback(TrainState(params, costs, i + 1), value)
+    if cost is not None and (num_iterations - 1) % record_every != 0:
+        _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
+    check_identical(comm, params)
+    return TrainState(params, costs, max(num_iterations, state.iteration))
+
+
+def check_identical(comm: Any, parameters: dict[str, Array]) -> None:
+    """Raise DistributedError unless every rank holds bit-for-bit the same parameters."""
+    if comm is None or comm.Get_size() == 1:
+        return
+    digest = hashlib.sha256()
+    for key in sorted(parameters):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(to_numpy(parameters[key])).tobytes())
+    digests = comm.allgather(digest.hexdigest())
+    if len(set(digests)) != 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise DistributedError(
+            f"parameters differ between ranks (ranks {differ} differ from rank 0); the "
+            "reduction did not give every rank the same sum"
+        )
+
+
+def bind_gpu(comm: Any) -> int:
+    """Make this rank use GPU ``local_rank % visible GPUs``; return its id (one rank per GPU)."""
+    cupy = backend._cupy()
+    local = comm.Split_type(mpi().COMM_TYPE_SHARED)
+    local_rank = local.Get_rank()
+    local.Free()
+    device = local_rank % cupy.cuda.runtime.getDeviceCount()
+    cupy.cuda.Device(device).use()
+    return device
+
+
+def _check_columns(X: Any, Y: Any, n_x: int) -> None:
+    if len(getattr(X, "shape", ())) != 2 or X.shape[0] != n_x:
+        raise ShapeError(
+            f"X must have shape ({n_x}, m), one example per column, to match "
+            f"layers_dims[0] = {n_x}; got {tuple(getattr(X, 'shape', ()))}"
+        )
+    if tuple(getattr(Y, "shape", ())) != (1, X.shape[1]):
+        raise ShapeError(f"Y must have shape (1, {X.shape[1]}); got {getattr(Y, 'shape', None)}")
+    if X.shape[1] == 0:
+        raise ShapeError("X has no examples (0 columns); training needs at least one")
+
+
+def train_distributed(
+    source: str | os.PathLike | CourseFile | tuple[Array, Array],
+    layers_dims: Sequence[int],
+    *,
+    comm: Any = None,
+    learning_rate: float = 0.0075,
+    num_iterations: int = 3000,
+    init: Init = "lecun",
+    seed: int = 1,
+    device: str | None = None,
+    dtype: str = "float64",
+    record_every: int = 100,
+    print_cost: bool = False,
+    callback: Callable[[TrainState, float], None] | None = None,
+    reduce: str = "auto",
+) -> tuple[dict[str, Array], list[float]]:
+    """Full-batch ``L_layer_model`` on a course file, data-parallel over MPI ranks.
+
+    Call it on every rank (``mpiexec -n N ...``); ``comm`` defaults to COMM_WORLD.
+    ``source`` is a course-layout HDF5 file, of which each rank reads only its shard, or
+    ``(X, Y)``: the whole preprocessed set (X (n_x, m) = pixels / 255, Y (1, m)), the same
+    on every rank, of which each keeps its shard. Parameters are drawn identically on every
+    rank. Returns (parameters, costs), the same on every rank. ``print_cost`` prints on
+    rank 0 only; ``callback`` runs on every rank. On CUDA each rank takes the GPU
+    ``local_rank % visible GPUs``.
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    dims = check_layer_dims(layers_dims)
+    comm = world() if comm is None else comm
+    requested = device
+    device = _all_ok(comm, lambda: backend.resolve_device(requested), "choosing the device")
+    if device == "cuda":
+        _all_ok(comm, lambda: bind_gpu(comm), "choosing a GPU")
+    rank, size = comm.Get_rank(), comm.Get_size()
+
+    def load() -> tuple[Array, Array, int]:
+        if isinstance(source, tuple):  # the whole set in memory, identical on every rank
+            X_all, Y_all = source
+            _check_columns(X_all, Y_all, dims[0])
+            m = X_all.shape[1]
+            start, stop = shard_bounds(m, rank, size)
+            X, Y = X_all[:, start:stop], Y_all[:, start:stop]
+        else:
+            info = source if isinstance(source, CourseFile) else open_course_file(source)
+            if info.n_x != dims[0]:
+                raise InputError(
+                    f"layers_dims[0] = {dims[0]} but the images of {info.path} have "
+                    f"{info.n_x} values each"
+                )
+            m = info.m
+            X, Y = load_shard(info, *shard_bounds(m, rank, size))
+        X, Y = prepare(X, Y, device, dtype)
+        return X, Y, m
+
+    X, Y, m = _all_ok(comm, load, "loading this rank's shard")
+    state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
+    reducer = _all_ok(comm, lambda: Allreduce(comm, X, reduce), "setting up the reduction")
+    state = fit_distributed(
+        X, Y, state, comm=comm, m_total=m, learning_rate=learning_rate,
+        num_iterations=num_iterations, record_every=record_every,
+        print_cost=print_cost and rank == 0, callback=callback, reducer=reducer,
+    )  # fmt: skip
+    return state.parameters, state.costs
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def benchmark(
+    comm: Any,
+    *,
+    m: int = 2048,
+    layers_dims: Sequence[int] = (12288, 20, 7, 5, 1),
+    iterations: int = 10,
+    warmup: int = 2,
+    device: str | None = None,
+    dtype: str = "float64",
+    reduce: str = "auto",
+) -> dict[str, Any]:
+    """Time the parts of a data-parallel step on synthetic data: the same on every rank.
+
+    The ``m`` examples are split over the ranks (strong scaling). Each step's time is its
+    slowest rank's; reported are the mean and the minimum over the timed steps of
+    ``compute`` (gradients of the shard), ``reduce`` (the Allreduce of gradients and cost)
+    and ``step`` (a whole step, update included).
+    """
+    dims = check_layer_dims(layers_dims)
+    device = backend.resolve_device(device)
+    if device == "cuda":
+        bind_gpu(comm)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    start, stop = shard_bounds(m, rank, size)
+    rng = np.random.default_rng([rank, size])
+    Y = (rng.random((1, stop - start)) < 0.5).astype(np.float64)
+    X = (rng.integers(0, 192, (dims[0], stop - start)) + 64 * Y) / 255.0
+    X, Y = prepare(X, Y, device, dtype)
+    xp = array_namespace(X)
+    params = place(draw_parameters(dims, "lecun", 1), device, dtype)
+    keys = grad_keys(num_layers(params))
+    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
+    reducer = Allreduce(comm, X, reduce)
+    times = np.zeros((3, iterations))  # compute, reduce, step; one column per timed step
+    for i in range(warmup + iterations):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        grads, cost = gradients(params, X, Y, m_total=m)
+        flat = _flatten(xp, grads, cost, keys)
+        backend.synchronize(device)
+        t1 = time.perf_counter()
+        flat = reducer(flat)
+        backend.synchronize(device)
+        t2 = time.perf_counter()
+        grads, cost = _unflatten(xp, flat, shapes)
+        params = apply_gradients(params, grads, 0.0075)
+        float(cost)
+        t3 = time.perf_counter()
+        if i >= warmup:
+            times[:, i - warmup] = (t1 - t0, t2 - t1, t3 - t0)
+    MPI = mpi()
+    comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)  # each step waits for its slowest rank
+    names = ("compute", "reduce", "step")
+    mean = dict(zip(names, times.mean(axis=1).tolist(), strict=True))
+    fastest = dict(zip(names, times.min(axis=1).tolist(), strict=True))
+    payload = int(flat.size) * flat.dtype.itemsize
+    return {
+        "ranks": size,
+        "m": m,
+        "layers_dims": dims,
+        "device": device,
+        "dtype": dtype,
+        "reduce": reducer.method,
+        "seconds_per_step": mean,
+        "examples_per_s": m / mean["step"],
+        # The least disturbed step: what the hardware can do when nothing else runs.
+        "min_seconds_per_step": fastest,
+        "min_examples_per_s": m / fastest["step"],
+        "allreduce_payload_bytes": payload,
+        # A ring (bandwidth-optimal) allreduce sends and receives 2 (p-1)/p of the buffer.
+        "ring_bytes_sent_per_rank": int(2 * (size - 1) / size * payload),
+        "comm_to_compute": mean["reduce"] / mean["compute"],
+        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
+        "threads_per_rank": os.environ.get("OMP_NUM_THREADS", "default"),
+    }
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _default_data() -> str | None:
+    root = os.environ.get("DEEPNET_DATA")
+    return str(Path(root) / "train_catvnoncat.h5") if root else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``train`` or ``bench`` under mpiexec; rank 0 prints. Returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m deepnet.distributed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="full-batch training, data-parallel over the ranks")
+    train.add_argument("--data", default=_default_data(), help="course-layout HDF5 file "
+                       "(default: $DEEPNET_DATA/train_catvnoncat.h5)")  # fmt: skip
+    train.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
+    train.add_argument("--learning-rate", type=float, default=0.0075)
+    train.add_argument("--iterations", type=int, default=2500)
+    train.add_argument("--record-every", type=int, default=100)
+    train.add_argument("--init", default="lecun", choices=("lecun", "small"))
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--device", default=None)
+    train.add_argument("--dtype", default="float64", choices=DTYPES)
+    train.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
+    train.add_argument("--costs-json", help="rank 0 writes the cost history here")
+    train.add_argument("--params-npz", help="rank 0 writes the parameters here")
+    train.add_argument("--quiet", action="store_true", help="do not print the costs")
+    bench = sub.add_parser("bench", help="time compute and Allreduce per step; JSON on rank 0")
+    bench.add_argument("--m", type=int, default=2048, help="examples over all ranks")
+    bench.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
+    bench.add_argument("--iterations", type=int, default=10)
+    bench.add_argument("--device", default=None)
+    bench.add_argument("--dtype", default="float64", choices=DTYPES)
+    bench.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
+    args = parser.parse_args(argv)
+    try:
+        comm = world()
+        if args.command == "bench":
+            report = benchmark(
+                comm, m=args.m, layers_dims=args.layers, iterations=args.iterations,
+                device=args.device, dtype=args.dtype, reduce=args.reduce,
+            )  # fmt: skip
+            if is_root(comm):
+                print(json.dumps(report))
+            return 0
+        if args.data is None:
+            raise InputError("no data: pass --data FILE or set DEEPNET_DATA")
+        params, costs = train_distributed(
+            args.data, args.layers, comm=comm, learning_rate=args.learning_rate,
+            num_iterations=args.iterations, init=args.init, seed=args.seed,
+            device=args.device, dtype=args.dtype, record_every=args.record_every,
+            print_cost=not args.quiet, reduce=args.reduce,
+        )  # fmt: skip
+    except DeepnetError as exc:  # raised alike on every rank (see _all_ok): say it once
+        if _rank_or_zero() == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if is_root(comm):
+        if args.costs_json:
+            Path(args.costs_json).write_text(json.dumps({"ranks": comm.Get_size(), "costs": costs}))
+        if args.params_npz:
+            np.savez(args.params_npz, **{k: to_numpy(v) for k, v in params.items()})
+    return 0
+
+
+def _rank_or_zero() -> int:
+    try:
+        return mpi().COMM_WORLD.Get_rank()
+    except DeepnetError:
+        return 0
+
+
+def _main_or_abort() -> int:
+    """main(), but an unexpected error on one rank ends all of them instead of a hang."""
+    try:
+        return main()
+    except Exception:
+        import traceback  # noqa: PLC0415
+
+        traceback.print_exc()
+        comm = mpi().COMM_WORLD
+        if comm.Get_size() > 1:
+            comm.Abort(1)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main_or_abort())
