@@ -166,7 +166,7 @@ class Allreduce:
         self.bytes = 0  # payload handed to the reduction so far (per rank)
 
     def _cuda_method(self, method: str) -> str:
-        comm, cupy = self.comm, backend._cupy()
+        comm, cupy = self.comm, backend.cupy_module()
         if method in ("auto", "nccl"):
             nccl_ok = self._nccl_possible(cupy)
             if nccl_ok:
@@ -221,7 +221,7 @@ class Allreduce:
         if self.method == "mpi":
             self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
             return buf
-        cupy = backend._cupy()
+        cupy = backend.cupy_module()
         stream = cupy.cuda.get_current_stream()
         if self.method == "nccl":  # queued on the stream, like any kernel: no host wait
             nccl = self._nccl_module
@@ -341,7 +341,7 @@ def check_identical(comm: Any, parameters: dict[str, Array]) -> None:
 
 def bind_gpu(comm: Any) -> int:
     """Make this rank use GPU ``local_rank % visible GPUs``; return its id (one rank per GPU)."""
-    cupy = backend._cupy()
+    cupy = backend.cupy_module()
     local = comm.Split_type(mpi().COMM_TYPE_SHARED)
     local_rank = local.Get_rank()
     local.Free()

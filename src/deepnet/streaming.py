@@ -354,7 +354,7 @@ class _CudaBatches:
 
     def __init__(self, reader: _Reader, max_batch: int, xp: Any, dtype: Any) -> None:
         self.reader, self.xp, self.dtype = reader, xp, dtype
-        self.cupy = backend._cupy()
+        self.cupy = backend.cupy_module()
         self.nbytes = max_batch * reader.source.n_x
         self.copy_stream = self.cupy.cuda.Stream(non_blocking=True)
         self.slots = [self.cupy.empty(self.nbytes, dtype=self.cupy.uint8) for _ in range(2)]
