@@ -154,3 +154,12 @@ def test_stopping_and_resuming_gives_the_uninterrupted_result(batch_size):
         np.testing.assert_array_equal(resumed.parameters[key], value)
     from_checkpoint = fit(X, Y, checkpoints[-1], **kw)
     assert from_checkpoint.costs == full.costs
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_take_columns_gives_the_same_batch_in_either_layout(order):
+    from deepnet.training import take_columns
+
+    X = np.asarray(np.random.RandomState(0).rand(6, 10), order=order)
+    cols = np.array([7, 2, 9])
+    np.testing.assert_array_equal(take_columns(np, X, cols), X[:, cols])

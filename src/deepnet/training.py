@@ -84,6 +84,19 @@ def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[n
     return [order[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
+def take_columns(xp: Any, X: Array, cols: Array) -> Array:
+    """``X[:, cols]``, gathered along whichever axis is contiguous in memory.
+
+    Picture data arrive example-major (each column contiguous, as ``images.reshape(m, -1).T``
+    gives). Gathering such columns directly walks memory with a 12288-row stride, 200x slower
+    than gathering the rows of the transpose; for C-ordered X it is the other way round.
+    """
+    flags = getattr(X, "flags", None)  # NumPy and CuPy expose the layout; others may not
+    if flags is not None and flags.f_contiguous and not flags.c_contiguous:
+        return xp.take(X.T, cols, axis=0).T
+    return xp.take(X, cols, axis=1)
+
+
 @dataclass
 class TrainState:
     """Everything needed to continue a run: parameters, costs so far, next iteration."""
@@ -171,7 +184,7 @@ def fit(
                 cost = 0.0
                 for idx in batches:
                     cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
-                    Xb, Yb = xp.take(X, cols, axis=1), xp.take(Y, cols, axis=1)
+                    Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
                     params, batch_cost = train_step(params, Xb, Yb, learning_rate)
                     cost = cost + batch_cost * (len(idx) / m)
             if i % record_every == 0:
