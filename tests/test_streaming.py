@@ -104,7 +104,7 @@ def test_batch_stream_yields_the_planned_examples_in_order(small_file):
             np.testing.assert_array_equal(got_idx, idx)
             np.testing.assert_array_equal(Xb, X[:, idx])
             np.testing.assert_array_equal(Yb, Y[:, idx])
-            assert Xb.flags.c_contiguous
+            assert Xb.flags.f_contiguous  # example-major, like fit's batches of deepnet.data
 
 
 def test_synthetic_file_has_the_course_layout_and_is_reproducible(tmp_path):

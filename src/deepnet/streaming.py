@@ -318,9 +318,10 @@ class _Inline:
 class _HostBatches:
     """CPU: the producer turns rows into the final X itself, off the training thread.
 
-    X = rows.T / 255 is computed in float64 (as in-memory loading does), straight into a
-    C-ordered (n_x, b) buffer: the layout ``xp.take(X, cols, axis=1)`` gives ``fit``, so the
-    matrix products see the same memory order and give the same bits.
+    X = rows.T / 255 is computed in float64 (as in-memory loading does), straight into an
+    example-major buffer (each column contiguous, no transpose copy): the layout ``fit`` gives
+    its batches of ``deepnet.data``'s X, so the matrix products see the same memory order and
+    give the same bits.
     """
 
     def __init__(self, reader: _Reader, max_batch: int, dtype: np.dtype) -> None:
@@ -335,12 +336,12 @@ class _HostBatches:
         b, n_x = len(idx), self.reader.source.n_x
         rows = self.rows[:b]
         y = self.reader.read(idx, rows)
-        X = buf[: b * n_x * self.dtype.itemsize].view(self.dtype).reshape(n_x, b)
+        Xt = buf[: b * n_x * self.dtype.itemsize].view(self.dtype).reshape(b, n_x)
         if self.dtype == np.float64:
-            np.divide(rows.T, 255.0, out=X, dtype=np.float64)  # cast, transpose, scale: 1 pass
+            np.divide(rows, 255.0, out=Xt, dtype=np.float64)  # cast and scale in one pass
         else:
-            X[...] = rows.T / 255.0  # float64, then rounded once to float32
-        return idx, X, np.asarray(y, self.dtype).reshape(1, b), buf
+            Xt[...] = rows / 255.0  # float64, then rounded once to float32
+        return idx, Xt.T, np.asarray(y, self.dtype).reshape(1, b), buf
 
 
 class _CudaBatches:
