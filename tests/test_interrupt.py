@@ -203,7 +203,9 @@ def test_signal_handlers_are_restored(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli.Progress, "__call__", spy)
     assert run_cli(*TRAIN, "--data", data, "-n", 3, "--out", "m.npz") == 0
-    assert all(getattr(h, "__self__", None).__class__ is cli.StopRequest for h in seen.values())
+    assert seen and all(
+        type(getattr(h, "__self__", None)) is cli.StopRequest for h in seen.values()
+    )
     assert {s: signal.getsignal(s) for s in before} == before
     assert not (tmp_path / "m.ckpt.npz").exists()
 
@@ -391,3 +393,18 @@ def test_interrupted_while_saving_the_model_keeps_the_finished_run(data, tmp_pat
     assert "resuming m.ckpt.npz at iteration 30" in capsys.readouterr().out
     assert run_cli(*TRAIN, "--data", data, "-n", 30, "--out", "reference.npz") == 0
     assert_same_run(tmp_path / "m.npz", tmp_path / "reference.npz")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1"),  # was ValueError
+        (["--layers", ","], "layer_dims needs at least 2 sizes"),  # was IndexError
+        (["--layers", "12288,0,1"], "layer sizes must be positive integers"),
+        (["--lr", "nan"], "learning_rate must be a finite number > 0"),
+    ],
+)
+def test_train_options_are_checked_before_any_work(options, message, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_cat_data", lambda *a, **k: pytest.fail("loaded data"))
+    assert cli.main(["train", *options]) == 1
+    assert message in one_line_error(capsys)
