@@ -10,10 +10,13 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,14 @@ import numpy as np
 from tqdm import tqdm
 
 from deepnet import backend
+from deepnet.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from deepnet.data import N_FEATURES, Dataset, data_dir, load_cat_data, load_picture, preprocess
-from deepnet.errors import DeepnetError, InputError
-from deepnet.initialization import INITS
+from deepnet.errors import DeepnetError, DivergenceError, InputError, ModelFileError
+from deepnet.initialization import INITS, check_layer_dims, draw_parameters
 from deepnet.kernels import predict_proba
 from deepnet.model_io import Model, load_model, save_model
-from deepnet.training import DTYPES, L_layer_model, TrainState, two_layer_model
+from deepnet.training import DTYPES, TrainState, fit, like, prepare
+from deepnet.validation import check_examples, check_float_array, check_learning_rate
 
 MODELS = {
     # name: (default layer dims, default initialisation), as in the course's application notebook
@@ -71,7 +76,8 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
     """Check ``deepnet train``'s options and fill in the model's defaults."""
     dims, init = MODELS[args.model]
     if args.layers is not None:
-        dims = _parse_layers(args.layers)
+        dims = check_layer_dims(_parse_layers(args.layers))
+    check_learning_rate(args.learning_rate)
     if dims[0] != N_FEATURES or dims[-1] != 1:
         raise InputError(
             f"--layers must start with {N_FEATURES} (64x64x3 inputs per picture) and end with 1 "
@@ -84,11 +90,9 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1 (leave it out for full batch)")
-    if args.print_every < 0 or args.print_every % args.record_every:
-        raise InputError(
-            f"--print-every must be 0 (never) or a multiple of --record-every "
-            f"({args.record_every}), got {args.print_every}"
-        )
+    if not 0 <= args.seed < 2**32:  # what NumPy's RandomState takes
+        raise InputError(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
+    _check_print_every(args.print_every, args.record_every)
     return TrainSettings(
         model=args.model,
         layer_dims=dims,
@@ -103,6 +107,14 @@ def train_settings(args: argparse.Namespace) -> TrainSettings:
     )
 
 
+def _check_print_every(print_every: int, record_every: int) -> None:
+    if print_every < 0 or print_every % record_every:
+        raise InputError(
+            f"--print-every must be 0 (never) or a multiple of --record-every "
+            f"({record_every}), got {print_every}"
+        )
+
+
 def _parse_layers(text: str) -> list[int]:
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
@@ -115,11 +127,15 @@ def _parse_layers(text: str) -> list[int]:
 class Progress:
     """A tqdm bar showing the current cost, plus the course's "Cost after iteration i" lines."""
 
-    def __init__(self, total: int, print_every: int, enabled: bool | None) -> None:
+    def __init__(
+        self, total: int, print_every: int, enabled: bool | None, initial: int = 0
+    ) -> None:
         if enabled is None:  # by default, a bar only on a terminal
             enabled = sys.stderr.isatty()
         self.print_every = print_every
-        self.bar = tqdm(total=total, unit="it", disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total, initial=initial, unit="it", disable=not enabled, dynamic_ncols=True
+        )
 
     def __call__(self, state: TrainState, cost: float) -> None:
         """The training callback: ``state.iteration - 1`` is the iteration just recorded."""
@@ -129,42 +145,267 @@ class Progress:
         if self.print_every and done % self.print_every == 0:
             tqdm.write(f"Cost after iteration {done}: {cost}", file=sys.stdout)
 
-    def close(self) -> None:
-        """Fill the bar and take it off the screen's last line."""
-        self.bar.update(self.bar.total - self.bar.n)
+    def close(self, finished: bool = True) -> None:
+        """Fill the bar (unless the run stopped early) and take it off the screen's last line."""
+        if finished:
+            self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()
 
 
 def run_training(
-    settings: TrainSettings, data: Dataset, device: str, callback: Any = None
-) -> tuple[dict[str, Any], list[float]]:
-    """The one place the CLI trains: the course's model function for ``settings.model``."""
-    model_function = L_layer_model if settings.model == "L-layer" else two_layer_model
-    return model_function(
-        data.train_x,
-        data.train_y,
-        settings.layer_dims,
+    settings: TrainSettings,
+    data: Dataset,
+    device: str,
+    callback: Any = None,
+    *,
+    start: TrainState | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Any = None,
+    should_stop: Any = None,
+) -> TrainState:
+    """The one place the CLI trains: the course's model for ``settings``, from ``start`` if given.
+
+    Without ``start`` this is exactly ``L_layer_model`` / ``two_layer_model`` (same checks,
+    same initial parameters, same loop; a test holds them equal); with it, a run continues
+    from a checkpoint's host parameters, costs and iteration. The hooks go to
+    :func:`deepnet.training.fit`.
+    """
+    dims = check_layer_dims(settings.layer_dims)
+    check_float_array(data.train_x, "X")
+    X, Y = prepare(data.train_x, data.train_y, device, settings.dtype)
+    check_examples(X, Y, dims[0])
+    if start is None:
+        state = TrainState(like(draw_parameters(dims, settings.init, settings.seed), X))
+    else:
+        state = TrainState(like(start.parameters, X), list(start.costs), start.iteration)
+    return fit(
+        X,
+        Y,
+        state,
         learning_rate=settings.learning_rate,
         num_iterations=settings.num_iterations,
-        device=device,
-        dtype=settings.dtype,
-        seed=settings.seed,
-        init=settings.init,
         batch_size=settings.batch_size,
+        seed=settings.seed,
         record_every=settings.record_every,
         callback=callback,
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint,
+        should_stop=should_stop,
     )
 
 
+class StopRequest:
+    """While training, SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after this iteration.
+
+    A context manager: it installs its handlers on entry and puts the previous ones back on
+    exit. Called, it says whether a stop was asked for; ``signum`` says by which signal.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def default_checkpoint(out: Path) -> Path:
+    """Where a run's checkpoint goes by default: beside its model, ``NAME.ckpt.npz``."""
+    return out.with_name(out.stem + ".ckpt.npz")
+
+
+@dataclass
+class Resume:
+    """A checkpoint to continue, with its settings checked as if typed on the command line."""
+
+    path: Path
+    checkpoint: Checkpoint
+    settings: TrainSettings
+
+    @property
+    def state(self) -> TrainState:
+        """Where the run stopped: host parameters, costs so far, next iteration."""
+        return TrainState(
+            self.checkpoint.parameters, self.checkpoint.costs, self.checkpoint.iteration
+        )
+
+
+# The options that decide a run's result, with the setting each one sets: a resumed run
+# takes all of them from its checkpoint, and refuses a command line that asks otherwise.
+SETTING_OPTIONS = {
+    "model": ("--model", "model"),
+    "layers": ("--layers", "layer_dims"),
+    "learning_rate": ("--learning-rate", "learning_rate"),
+    "iterations": ("--iterations", "num_iterations"),
+    "dtype": ("--dtype", "dtype"),
+    "batch_size": ("--batch-size", "batch_size"),
+    "seed": ("--seed", "seed"),
+    "init": ("--init", "init"),
+    "record_every": ("--record-every", "record_every"),
+}
+_SETTING_TYPES = {
+    "model": str, "layer_dims": list, "learning_rate": (int, float), "num_iterations": int,
+    "dtype": str, "seed": int, "init": str, "batch_size": (int, type(None)),
+    "record_every": int, "print_every": int,
+}  # fmt: skip
+
+
+def resume_point(args: argparse.Namespace) -> Resume:
+    """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
+    if args.resume:
+        path = Path(args.resume)
+    else:
+        path = Path(args.checkpoint) if args.checkpoint else default_checkpoint(Path(args.out))
+    if not path.is_file():
+        raise InputError(
+            f"no checkpoint at {path} to resume; give its path: deepnet train --resume PATH"
+        )
+    checkpoint = load_checkpoint(path)
+    settings = _checkpoint_settings(checkpoint, path)
+    for dest in sorted(getattr(args, "given", set()) & set(SETTING_OPTIONS)):
+        flag, name = SETTING_OPTIONS[dest]
+        asked = _parse_layers(args.layers) if dest == "layers" else getattr(args, dest)
+        stored = getattr(settings, name)
+        if asked != stored:
+            raise InputError(
+                f"{flag} {_option_text(asked)} conflicts with the checkpoint's "
+                f"{_option_text(stored)}: a resumed run keeps the settings it started with "
+                f"({path}); leave {flag} out, or start a new run without --resume"
+            )
+    return Resume(path, checkpoint, settings)
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _checkpoint_settings(checkpoint: Checkpoint, path: Path) -> TrainSettings:
+    """The stored settings, through the same checks as ``deepnet train``'s options."""
+    stored = checkpoint.settings
+    for name, kind in _SETTING_TYPES.items():
+        value = stored.get(name, ...)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelFileError(f"{path}: the checkpoint's {name} setting is missing or invalid")
+    for name, choices in (("model", MODELS), ("dtype", DTYPES), ("init", INITS)):
+        if stored[name] not in choices:
+            raise ModelFileError(f"{path}: the checkpoint's {name} {stored[name]!r} is unknown")
+    options = argparse.Namespace(
+        model=stored["model"],
+        layers=",".join(map(str, stored["layer_dims"])),
+        learning_rate=stored["learning_rate"],
+        iterations=stored["num_iterations"],
+        dtype=stored["dtype"],
+        seed=stored["seed"],
+        init=stored["init"],
+        batch_size=stored["batch_size"],
+        record_every=stored["record_every"],
+        print_every=stored["print_every"],
+    )
+    try:
+        settings = train_settings(options)
+    except InputError as exc:
+        raise ModelFileError(
+            f"{path}: the checkpoint holds settings deepnet refuses: {exc}"
+        ) from None
+    if (settings.layer_dims, settings.dtype, settings.model) != (
+        checkpoint.layer_dims,
+        checkpoint.dtype,
+        checkpoint.model,
+    ):
+        raise ModelFileError(f"{path}: the checkpoint's settings do not match its parameters")
+    return settings
+
+
+def _resume_data(args: argparse.Namespace, resume: Resume) -> Dataset:
+    """The data the checkpoint was trained on (or the one asked for), checked to be the same."""
+    recorded = resume.checkpoint.data
+    if args.data is not None or args.synthetic:
+        data = load_cat_data(args.data, synthetic=args.synthetic)
+    elif recorded.get("synthetic") is True:
+        data = load_cat_data(synthetic=True)
+    elif isinstance(recorded.get("folder"), str):
+        data = load_cat_data(recorded["folder"])
+    else:
+        raise InputError(f"{resume.path} does not say where its data is: pass --data DIR")
+    if fingerprint(data.train_x, data.train_y) != recorded["fingerprint"]:
+        raise InputError(
+            f"{resume.path} was trained on other data ({recorded.get('source', 'unknown')}) "
+            f"than {data.source}: resume it on the same data (--data DIR or --synthetic)"
+        )
+    return data
+
+
+def _train_paths(args: argparse.Namespace, resume: Resume | None) -> tuple[Path, Path, Path]:
+    """The model, cost-curve and checkpoint paths; a resumed run keeps its own unless told."""
+    given = getattr(args, "given", set())
+    stored = resume.checkpoint.outputs if resume is not None else {}
+    out = Path(args.out) if "out" in given or "out" not in stored else Path(stored["out"])
+    if args.plot:
+        plot = Path(args.plot)
+    elif "out" in given or "plot" not in stored:
+        plot = out.with_name(out.stem + "-costs.png")
+    else:
+        plot = Path(stored["plot"])
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    else:
+        checkpoint = resume.path if resume is not None else default_checkpoint(out)
+    return out, plot, checkpoint
+
+
 def train_command(args: argparse.Namespace) -> int:
-    """``deepnet train``: train, save the model and its cost curve, report accuracies."""
-    settings = train_settings(args)
+    """``deepnet train``: train (or continue) a run, save the model and its cost curve, report.
+
+    A checkpoint is written every ``--checkpoint-every`` iterations and when SIGINT or
+    SIGTERM stops the run (exit status 128 + the signal's number); ``--resume`` continues
+    from it to the same final parameters as an uninterrupted run. It is removed once the
+    model is saved.
+    """
+    if args.checkpoint_every < 1:
+        raise InputError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+    resume = resume_point(args) if args.resume is not None else None
+    settings = resume.settings if resume is not None else train_settings(args)
+    if resume is not None and "print_every" in getattr(args, "given", set()):
+        _check_print_every(args.print_every, settings.record_every)  # display only: allowed
+        settings = replace(settings, print_every=args.print_every)
     device = backend.resolve_device(args.device)
-    data = load_cat_data(args.data, synthetic=args.synthetic)
-    out = Path(args.out)
-    plot = Path(args.plot) if args.plot else out.with_name(out.stem + "-costs.png")
-    for path in (out, plot):  # find out now, not after a long run
+    if resume is not None:
+        data = _resume_data(args, resume)
+    else:
+        data = load_cat_data(args.data, synthetic=args.synthetic)
+    out, plot, checkpoint_path = _train_paths(args, resume)
+    for path in (out, plot, checkpoint_path):  # find out now, not after a long run
         _check_writable(path)
+    if resume is None and checkpoint_path.exists():
+        raise InputError(
+            f"{checkpoint_path} holds an unfinished run: continue it with deepnet train --resume "
+            f"{_quote(checkpoint_path)}, or delete it (or pass --checkpoint) to start over"
+        )
+    record = {
+        "source": data.source,
+        "synthetic": data.synthetic,
+        "folder": None if data.folder is None else str(data.folder.resolve()),
+        "fingerprint": fingerprint(data.train_x, data.train_y),
+    }
+    outputs = {"out": str(out.resolve()), "plot": str(plot.resolve())}
     print(f"data: {data.source}")
     if data.synthetic:
         print("      (set DEEPNET_DATA or pass --data to train on the course's cat pictures)")
@@ -175,40 +416,97 @@ def train_command(args: argparse.Namespace) -> int:
         f"learning rate {settings.learning_rate}, {settings.num_iterations} iterations, "
         f"{'full batch' if settings.batch_size is None else f'batch {settings.batch_size}'}"
     )
+    start = resume.state if resume is not None else None
+    if start is not None:
+        print(f"resuming {resume.path} at iteration {start.iteration}")
 
-    progress = Progress(settings.num_iterations, settings.print_every, args.progress)
-    start = time.perf_counter()
-    try:
-        parameters, costs = run_training(settings, data, device, progress)
-        backend.synchronize(device)
-    finally:
-        progress.close()
-    seconds = time.perf_counter() - start
+    def write_checkpoint(state: TrainState) -> None:
+        host = {k: backend.to_numpy(v) for k, v in state.parameters.items()}
+        if not all(np.isfinite(v).all() for v in host.values()):
+            return  # diverging: keep the last good checkpoint; fit raises at the next record
+        checkpoint = Checkpoint(
+            parameters=host,
+            costs=list(state.costs),
+            iteration=state.iteration,
+            settings=asdict(settings),
+            data=record,
+            outputs=outputs,
+            layer_dims=settings.layer_dims,
+            dtype=settings.dtype,
+            model=settings.model,
+            classes=data.classes,
+        )
+        save_checkpoint(checkpoint, checkpoint_path)
 
-    model = Model(
-        parameters={k: backend.to_numpy(v) for k, v in parameters.items()},
-        layer_dims=settings.layer_dims,
-        classes=data.classes,
-        dtype=settings.dtype,
-        model=settings.model,
-        costs=costs,
+    progress = Progress(
+        settings.num_iterations,
+        settings.print_every,
+        args.progress,
+        initial=0 if start is None else start.iteration,
     )
-    scores = {split: _score(model, data, split, device) for split in ("train", "test")}
-    model.training = settings.as_metadata() | {
-        "device": device,
-        "data": data.source,
-        "synthetic": data.synthetic,
-        "seconds": round(seconds, 3),
-        "train_accuracy": scores["train"].accuracy,
-        "test_accuracy": scores["test"].accuracy,
-    }
-    save_model(model, out)
-    width, height = _plot_costs(model, plot)
+    began = time.perf_counter()
+    stop = StopRequest()
+    try:
+        with stop:
+            state = run_training(
+                settings, data, device, progress, start=start,
+                checkpoint_every=args.checkpoint_every, on_checkpoint=write_checkpoint,
+                should_stop=stop,
+            )  # fmt: skip
+            backend.synchronize(device)
+            write_checkpoint(state)  # finished or stopped, nothing is lost from here on
+    except DivergenceError:
+        progress.close(finished=False)
+        checkpoint_path.unlink(missing_ok=True)  # the same settings diverge again from it
+        raise
+    progress.close(finished=not state.stopped_early)
+    seconds = time.perf_counter() - began
+    resume_line = f"deepnet train --resume {_quote(checkpoint_path)}"
+    if state.stopped_early:
+        name = signal.Signals(stop.signum).name
+        print(
+            f"deepnet: stopped by {name} after iteration {state.iteration} of "
+            f"{settings.num_iterations}; saved the run to {checkpoint_path}; continue it with: "
+            f"{resume_line}",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
+
+    try:
+        model = Model(
+            parameters={k: backend.to_numpy(v) for k, v in state.parameters.items()},
+            layer_dims=settings.layer_dims,
+            classes=data.classes,
+            dtype=settings.dtype,
+            model=settings.model,
+            costs=state.costs,
+        )
+        scores = {split: _score(model, data, split, device) for split in ("train", "test")}
+        model.training = settings.as_metadata() | {
+            "device": device,
+            "data": data.source,
+            "synthetic": data.synthetic,
+            "seconds": round(seconds, 3),
+            "train_accuracy": scores["train"].accuracy,
+            "test_accuracy": scores["test"].accuracy,
+        }
+        if start is not None:
+            model.training["resumed_at"] = start.iteration
+        save_model(model, out)
+        width, height = _plot_costs(model, plot)
+    except KeyboardInterrupt:
+        _error(f"interrupted while saving; the finished run is in {checkpoint_path}: {resume_line}")
+        return 130
+    checkpoint_path.unlink(missing_ok=True)  # the model holds it all now
     print(f"trained in {seconds:.1f} s; saved the model to {out}")
     print(f"cost curve: {plot} ({width}x{height} pixels)")
     for split in ("train", "test"):
         print(f"{split} accuracy: {scores[split].summary()}")
     return 0
+
+
+def _quote(path: Path) -> str:
+    return shlex.quote(str(path))
 
 
 def _check_writable(path: Path) -> None:
@@ -430,6 +728,14 @@ def bench_command(argv: Sequence[str]) -> int:
 # the parser and main
 
 
+class Given(argparse.Action):
+    """Store an option's value and note that the command line gave it (``--resume`` checks)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``deepnet`` command."""
     from deepnet import __version__  # noqa: PLC0415
@@ -460,33 +766,77 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     train = commands.add_parser("train", help="train a model, save it and its cost curve")
-    train.add_argument("--model", choices=list(MODELS), default="L-layer")
+    train.add_argument("--model", choices=list(MODELS), default="L-layer", action=Given)
     train.add_argument(
         "--layers",
         metavar="SIZES",
+        action=Given,
         help="layer sizes, comma-separated (default: 12288,20,7,5,1 or 12288,7,1 for two-layer)",
     )
-    train.add_argument("--learning-rate", "--lr", type=float, default=0.0075)
-    train.add_argument("--iterations", "-n", type=int, default=2500, help="default: 2500")
-    train.add_argument("--dtype", choices=DTYPES, default="float64")
+    train.add_argument("--learning-rate", "--lr", type=float, default=0.0075, action=Given)
+    train.add_argument(
+        "--iterations", "-n", type=int, default=2500, action=Given, help="default: 2500"
+    )
+    train.add_argument("--dtype", choices=DTYPES, default="float64", action=Given)
     device_option(train)
     train.add_argument(
-        "--batch-size", type=int, help="mini-batch size, seeded shuffling (default: full batch)"
+        "--batch-size",
+        type=int,
+        action=Given,
+        help="mini-batch size, seeded shuffling (default: full batch)",
     )
-    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--seed", type=int, default=1, action=Given)
     train.add_argument(
-        "--init", choices=list(INITS), help="default: lecun for L-layer, small for two-layer"
+        "--init",
+        choices=list(INITS),
+        action=Given,
+        help="default: lecun for L-layer, small for two-layer",
     )
     data_options(train, "(default: $DEEPNET_DATA, else the synthetic set)")
     train.add_argument(
-        "--out", "-o", default=str(DEFAULT_OUT), help=f"model file (default: {DEFAULT_OUT})"
+        "--out",
+        "-o",
+        default=str(DEFAULT_OUT),
+        action=Given,
+        help=f"model file (default: {DEFAULT_OUT})",
     )
-    train.add_argument("--plot", help="cost-curve PNG (default: beside the model, *-costs.png)")
     train.add_argument(
-        "--print-every", type=int, default=100, help="print the cost every N iterations (0: never)"
+        "--plot", action=Given, help="cost-curve PNG (default: beside the model, *-costs.png)"
     )
     train.add_argument(
-        "--record-every", type=int, default=100, help="record the cost every N iterations"
+        "--print-every",
+        type=int,
+        default=100,
+        action=Given,
+        help="print the cost every N iterations (0: never)",
+    )
+    train.add_argument(
+        "--record-every",
+        type=int,
+        default=100,
+        action=Given,
+        help="record the cost every N iterations",
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="where the run is saved while it trains, and on Ctrl-C or SIGTERM (default: "
+        "beside the model, *.ckpt.npz); removed once the model is saved",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="save the checkpoint every N iterations (default: 100)",
+    )
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run, with its settings and data, to the result it would "
+        "have had (default: the checkpoint --checkpoint or --out points to)",
     )
     train.add_argument(
         "--progress",

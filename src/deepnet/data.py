@@ -7,13 +7,18 @@ Preprocessing, as in the course: each picture flattened in C order to a 12288-lo
 (X is 12288 x m), then divided by 255; labels become a (1, m) row.
 
 Every problem with a file is reported as :class:`DataError` naming the file and what is
-wrong with it; shapes and dtypes are checked from the file's declarations before any array
-is read, so a file declaring an absurd size is refused without allocating it.
+wrong with it; shapes, dtypes and storage are checked from the file's declarations before any
+array is read, so a file declaring an absurd size is refused without allocating it: a
+dataset must store the bytes it declares (or a plausible compressed form of them), its chunks
+may not be larger than its data, and links, external storage and virtual datasets that would
+make HDF5 open other files are refused. Found by fuzzing: tests/test_fuzz_files.py.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +34,11 @@ N_FEATURES = 64 * 64 * 3  # 12288
 CLASSES_KEY = "list_classes"
 SYNTHETIC_ATTR = "deepnet_synthetic"  # set to True in the files deepnet.synthetic writes
 MAX_EXAMPLES = 20_000  # per file; the course's set has 209 + 50 (20 000 pictures = 2 GB as X)
+MAX_NAME_BYTES = 256  # a class name is a word; a fixed-size string type of gigabytes is not
+# Pictures gzip to about their own size (ratio ~1.0 on the course's and the synthetic set);
+# a dataset that would expand more than this from the bytes the file holds is a bomb.
+MAX_EXPANSION = 64
+_SMALL = 1 << 20  # sizes below a mebibyte are never a memory problem
 
 _FIX = f"the course's files hold uint8 pictures (m, 64, 64, 3), labels (m,) and {CLASSES_KEY}"
 
@@ -157,7 +167,7 @@ def _read_split(path: Path, split: str) -> _Split:
             return _read_open_file(f, path, split)
     except DataError:
         raise
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, OverflowError) as exc:
         # h5py reports damaged or foreign files with OSError (and a few others); say it plainly.
         raise DataError(
             f"{path}: cannot be read as the course's HDF5 file ({_first_line(exc)}); "
@@ -167,17 +177,87 @@ def _read_split(path: Path, split: str) -> _Split:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _short(text[0]) if text else type(exc).__name__
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = 6
+
+
+def _short(value: object) -> str:
+    """A repr (or a string) cut to a line: messages stay readable whatever the file holds."""
+    text = _repr.repr(value)[1:-1] if isinstance(value, str) else _repr.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    link = f.get(key, getlink=True)
+    if link is None:
+        names = sorted(f.keys())
+        found = ", ".join(_short(n) for n in names[:8]) or "nothing"
+        more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+        raise DataError(f"{path}: missing dataset {key!r} (found: {found}{more}); {_FIX}")
+    if isinstance(link, h5py.ExternalLink):
+        # Following it would open another file (any path the file names); the course's do not.
+        raise DataError(
+            f"{path}: {key!r} is a link to {_short(link.filename)}, another file, which deepnet "
+            f"does not follow; {_FIX}"
+        )
     obj = f.get(key)
+    if obj is None and isinstance(link, h5py.SoftLink):
+        raise DataError(f"{path}: {key!r} is a link to nothing ({_short(link.path)}); {_FIX}")
     if obj is None:
-        found = ", ".join(sorted(f.keys())) or "nothing"
-        raise DataError(f"{path}: missing dataset {key!r} (found: {found}); {_FIX}")
+        raise DataError(f"{path}: {key!r} cannot be opened; the file is damaged")
     if not isinstance(obj, h5py.Dataset):
         raise DataError(f"{path}: {key!r} is a group, not a dataset; {_FIX}")
+    if obj.shape is None:
+        raise DataError(f"{path}: {key!r} is an empty dataset (no shape, no data); {_FIX}")
     return obj
+
+
+def _check_storage(ds: h5py.Dataset, key: str, path: Path) -> None:
+    """Refuse, before reading, a dataset whose reading would cost far more than the file."""
+    if ds.is_virtual or ds.external:
+        raise DataError(
+            f"{path}: {key} keeps its data in other files (external storage or a virtual "
+            "dataset), which deepnet does not read; the course's files hold their own data"
+        )
+    declared = ds.size * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    filtered = ds.id.get_create_plist().get_nfilters() > 0
+    if ds.chunks is not None:
+        chunk = math.prod(ds.chunks) * ds.dtype.itemsize
+        if chunk > max(declared, _SMALL):  # HDF5 reads (and inflates) whole chunks
+            raise DataError(
+                f"{path}: {key} is stored in chunks of {chunk} bytes, larger than its "
+                f"{declared} bytes of data; is this the course's file?"
+            )
+    if ds.dtype.kind == "O":
+        return  # variable-length strings live in a heap the storage size does not count
+    if not filtered and stored < declared:
+        raise DataError(
+            f"{path}: {key} declares {ds.shape} {ds.dtype} ({declared} bytes) but the file "
+            f"holds only {stored} bytes of it; the file is truncated or not the course's"
+        )
+    if filtered and declared > MAX_EXPANSION * stored + _SMALL:
+        raise DataError(
+            f"{path}: {key} would expand from {stored} compressed bytes to {declared}, more "
+            f"than {MAX_EXPANSION} times; refused as a decompression bomb"
+        )
+
+
+def _flag(f: h5py.File, name: str, path: Path) -> bool:
+    """A true/false file attribute, checked before it is read (its declared size could be huge)."""
+    if name not in f.attrs:
+        return False
+    attribute = f.attrs.get_id(name)
+    if attribute.shape not in ((), (1,)) or attribute.dtype.kind not in "biu":
+        raise DataError(
+            f"{path}: attribute {name} must be a single true/false value, got "
+            f"{attribute.dtype} of shape {attribute.shape}"
+        )
+    return bool(np.asarray(f.attrs[name]).reshape(-1)[0])
 
 
 def _read_open_file(f: h5py.File, path: Path, split: str) -> _Split:
@@ -212,6 +292,13 @@ def _read_open_file(f: h5py.File, path: Path, split: str) -> _Split:
             f"{path}: {CLASSES_KEY} has shape {c.shape} and dtype {c.dtype}; expected two "
             "class names such as [b'non-cat', b'cat']"
         )
+    if c.dtype.kind in "SU" and c.dtype.itemsize > MAX_NAME_BYTES:
+        raise DataError(
+            f"{path}: {CLASSES_KEY} holds names of {c.dtype.itemsize} bytes each; class names "
+            f"are words (at most {MAX_NAME_BYTES} bytes)"
+        )
+    for dataset, key in ((x, x_key), (y, y_key), (c, CLASSES_KEY)):
+        _check_storage(dataset, key, path)
 
     images = np.asarray(x[()])
     labels = np.asarray(y[()]).reshape(m)
@@ -231,7 +318,7 @@ def _read_open_file(f: h5py.File, path: Path, split: str) -> _Split:
             f"{path}: {y_key} holds {int(bad_labels.sum())} labels outside {{0, 1}} "
             f"(values {shown}); labels must be 0 ({classes[0]}) or 1 ({classes[1]})"
         )
-    synthetic = bool(f.attrs.get(SYNTHETIC_ATTR, False))
+    synthetic = _flag(f, SYNTHETIC_ATTR, path)
     return _Split(images, labels.astype(np.float64).reshape(1, m), classes, synthetic)
 
 
@@ -246,9 +333,14 @@ def _class_names(raw: np.ndarray, path: Path) -> tuple[str, str]:
             text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
         except UnicodeDecodeError:
             raise DataError(f"{path}: {CLASSES_KEY} holds a name that is not UTF-8 text") from None
+        if len(text) > MAX_NAME_BYTES:
+            raise DataError(
+                f"{path}: {CLASSES_KEY} holds a name of {len(text)} characters; class names "
+                f"are words (at most {MAX_NAME_BYTES})"
+            )
         names.append(text.strip())
     if any(not n for n in names) or names[0] == names[1]:
-        raise DataError(f"{path}: {CLASSES_KEY} must hold two different names, got {names}")
+        raise DataError(f"{path}: {CLASSES_KEY} must hold two different names, got {_short(names)}")
     return names[0], names[1]
 
 

@@ -19,9 +19,13 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import lzma
 import math
 import os
+import reprlib
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,11 +130,44 @@ def load_model(path: str | os.PathLike) -> Model:
             return _read_model(archive, meta, path)
     except DeepnetError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except _DAMAGED as exc:
         raise ModelFileError(
             f"{path}: not a readable deepnet model file, or damaged/truncated "
-            f"({str(exc).strip() or type(exc).__name__}); save the model again"
+            f"({_short_text(str(exc).strip() or type(exc).__name__)}); save the model again"
         ) from None
+
+
+# What zipfile and the decompressors raise on damaged or foreign archives (found by fuzzing,
+# tests/test_fuzz_files.py): unsupported versions or methods and encrypted members
+# (NotImplementedError, RuntimeError), broken deflate or xz streams, bad headers.
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+)
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 6
+_repr.maxlevel = 3
+
+
+def _short(value: object) -> str:
+    """A repr cut to a line: messages stay readable whatever the file holds."""
+    text = _repr.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _short_text(text: str) -> str:
+    """A (library's) message cut to a line."""
+    text = " ".join(text.split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict:
@@ -144,14 +181,17 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict:
     if info.file_size > MAX_META_BYTES:
         raise ModelFileError(f"{path}: {META_NAME} is {info.file_size} bytes, far too large")
     try:
-        meta = json.loads(archive.read(META_NAME).decode("utf-8"))
+        meta = json.loads(_read_member(archive, info, path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: {META_NAME} is not valid JSON ({exc})") from None
+        reason = _short_text(str(exc))
+        raise ModelFileError(f"{path}: {META_NAME} is not valid JSON ({reason})") from None
+    except RecursionError:  # json recurses once per nesting level: "[[[[..." overflows it
+        raise ModelFileError(f"{path}: {META_NAME} is nested too deeply to be ours") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a deepnet model file (format is not {FORMAT!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise ModelFileError(f"{path}: format_version {version!r} is not valid")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: format_version {_short(version)} is not valid")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: written with model format {version}, newer than this deepnet reads "
@@ -161,34 +201,43 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict:
 
 
 def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
+    layer_dims = meta.get("layer_dims")
     try:
-        dims = check_layer_dims(meta.get("layer_dims"))
-    except DeepnetError as exc:
-        raise ModelFileError(f"{path}: bad layer_dims in {META_NAME}: {exc}") from None
+        dims = check_layer_dims(layer_dims if isinstance(layer_dims, list) else None)
+    except DeepnetError:
+        raise ModelFileError(
+            f"{path}: bad layer_dims in {META_NAME}: {_short(layer_dims)}; expected a list of "
+            "at least 2 positive integers"
+        ) from None
     dtype = meta.get("dtype")
-    if dtype not in DTYPES:
-        raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ModelFileError(f"{path}: dtype {_short(dtype)} is not one of {', '.join(DTYPES)}")
     expected_activations = ["relu"] * (len(dims) - 2) + ["sigmoid"]
     if meta.get("activations") != expected_activations:
         raise ModelFileError(
-            f"{path}: activations {meta.get('activations')!r} are not the course network's "
-            f"{expected_activations}"
+            f"{path}: activations {_short(meta.get('activations'))} are not the course "
+            f"network's {_short(expected_activations)}"
         )
     classes = meta.get("classes")
     if not (
         isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) for c in classes)
     ):
-        raise ModelFileError(f"{path}: classes must be two names, got {classes!r}")
-    costs = meta.get("costs", [])
-    if not (isinstance(costs, list) and all(isinstance(c, (int, float)) for c in costs)):
-        raise ModelFileError(f"{path}: costs must be a list of numbers")
+        raise ModelFileError(f"{path}: classes must be two names, got {_short(classes)}")
+    costs = _costs(meta.get("costs", []), path)
+    model = meta.get("model", "L-layer")
+    if model not in ("L-layer", "two-layer"):
+        raise ModelFileError(f"{path}: model {_short(model)} is not L-layer or two-layer")
     preprocessing = meta.get("preprocessing")
-    if (
-        not isinstance(preprocessing, dict)
-        or math.prod(preprocessing.get("image_shape") or [0]) != dims[0]
+    image_shape = preprocessing.get("image_shape") if isinstance(preprocessing, dict) else None
+    if not (
+        isinstance(image_shape, list)
+        and len(image_shape) <= 4
+        and all(type(n) is int and 0 < n <= dims[0] for n in image_shape)
+        and math.prod(image_shape) == dims[0]
     ):
         raise ModelFileError(
-            f"{path}: preprocessing {preprocessing!r} does not give {dims[0]} inputs per picture"
+            f"{path}: preprocessing image_shape {_short(image_shape)} does not give "
+            f"{dims[0]} inputs per picture"
         )
 
     parameters = {
@@ -204,13 +253,47 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
         layer_dims=dims,
         classes=(classes[0], classes[1]),
         dtype=dtype,
-        model=str(meta.get("model", "L-layer")),
+        model=model,
         training=training if isinstance(training, dict) else {},
-        costs=[float(c) for c in costs],
+        costs=costs,
         preprocessing=preprocessing,
         deepnet_version=str(meta.get("deepnet_version", "")),
         created=str(meta.get("created", "")),
     )
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """A member's bytes, read so that forged sizes in the ZIP headers cannot cost memory.
+
+    ``ZipFile.read`` sizes its buffers from the headers (a compressed size of 4 GB in a
+    100 kB file) and inflates a member in one call (a deflate bomb); reading exactly the
+    declared size, in bounded steps, cannot. The CRC-32 is checked when the end is reached.
+    """
+    if info.compress_size > os.path.getsize(path):
+        raise ModelFileError(
+            f"{path}: {info.filename} claims {info.compress_size} bytes, more than the whole "
+            "file; it is damaged or truncated"
+        )
+    with archive.open(info) as member:
+        data = member.read(info.file_size)
+        if len(data) != info.file_size or member.read(1):
+            raise ModelFileError(
+                f"{path}: {info.filename} does not hold the {info.file_size} bytes its header "
+                "declares; the file is damaged"
+            )
+    return data
+
+
+def _costs(costs: Any, path: Path) -> list[float]:
+    """The recorded costs: a list of numbers that fit a float (JSON ints can be any size)."""
+    try:
+        if isinstance(costs, list) and all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) for c in costs
+        ):
+            return [float(c) for c in costs]
+    except OverflowError:
+        pass
+    raise ModelFileError(f"{path}: costs must be a list of numbers, got {_short(costs)}")
 
 
 def _read_array(
@@ -228,19 +311,20 @@ def _read_array(
             f"{path}: parameter {name} takes {info.file_size} bytes, more than its shape "
             f"{shape} needs ({data_bytes})"
         )
-    raw = archive.read(member)  # checks the member's CRC-32
+    raw = _read_member(archive, info, path)
     buffer = io.BytesIO(raw)
-    version = np.lib.format.read_magic(buffer)
-    if version == (1, 0):
-        stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_1_0(buffer)
-    elif version == (2, 0):
-        stored_shape, fortran, stored_dtype = np.lib.format.read_array_header_2_0(buffer)
-    else:
-        raise ModelFileError(f"{path}: parameter {name} uses .npy version {version}")
+    try:
+        stored_shape, fortran, stored_dtype = _npy_header(buffer, path, name)
+    except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, TypeError) as exc:
+        # NumPy parses the header (a Python literal, never evaluated) and reports a damaged
+        # one with any of these; the fuzz tests found the tokenizer's own error among them.
+        raise ModelFileError(
+            f"{path}: parameter {name} has a damaged .npy header ({_short_text(str(exc))})"
+        ) from None
     if stored_shape != shape or stored_dtype != np.dtype(dtype):
         raise ModelFileError(
-            f"{path}: {name} is stored as {stored_dtype} {stored_shape}, but layer_dims and "
-            f"dtype need {dtype} {shape}"
+            f"{path}: {name} is stored as {stored_dtype} {_short(stored_shape)}, but "
+            f"layer_dims and dtype need {dtype} {shape}"
         )
     if len(raw) - buffer.tell() != data_bytes:
         raise ModelFileError(
@@ -248,6 +332,15 @@ def _read_array(
         )
     flat = np.frombuffer(raw, dtype=stored_dtype, offset=buffer.tell())
     return flat.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _npy_header(buffer: io.BytesIO, path: Path, name: str) -> tuple[Any, bool, np.dtype]:
+    version = np.lib.format.read_magic(buffer)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(buffer)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(buffer)
+    raise ModelFileError(f"{path}: parameter {name} uses .npy version {version}")
 
 
 def _check_parameters(parameters: dict, dims: list[int], dtype: str, where: str) -> None:
