@@ -74,7 +74,7 @@ def test_predict_checks_the_parameter_chain():
     params["W2"] = np.ones((1, 2))
     with pytest.raises(deepnet.ShapeError, match="W2"):
         deepnet.predict(data()[0], None, params)
-    with pytest.raises(deepnet.InputError, match="keys"):
+    with pytest.raises(deepnet.InputError, match=r"keys W1, b1, \.\.\., W1, b1; got \['W1'\]"):
         deepnet.predict(data()[0], None, {"W1": np.ones((1, 4))})
 
 

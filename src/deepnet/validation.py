@@ -87,7 +87,7 @@ def check_parameters(parameters: Any) -> list[int]:
     """A course parameter dict W1, b1, ..., WL, bL whose shapes chain; returns layer dims."""
     if not isinstance(parameters, dict) or not parameters:
         raise InputError("parameters must be a dict like {'W1': ..., 'b1': ..., ...}")
-    L = len(parameters) // 2
+    L = max(1, (len(parameters) + 1) // 2)  # W1, b1 at least, so the message names them
     expected = {f"{n}{layer}" for layer in range(1, L + 1) for n in "Wb"}
     if set(parameters) != expected:
         raise InputError(
