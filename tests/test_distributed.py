@@ -207,3 +207,37 @@ def test_two_ranks_on_the_real_data(real_data_dir, tmp_path):
     # The course's table (6 printed digits): cost at 0 and at 100.
     assert got["costs"][0] == pytest.approx(0.771749, abs=5e-7)
     assert got["costs"][100] == pytest.approx(0.672053, abs=5e-7)
+
+
+def test_deepnet_train_distributed_matches_one_process(tmp_path):
+    """The user's command, ``mpiexec -n 2 deepnet train --distributed``, as a subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}  # fmt: skip
+    common = ["train", "--synthetic", "--layers", "12288,4,1", "--iterations", "21",
+              "--record-every", "10", "--print-every", "10", "--no-progress"]  # fmt: skip
+    cli = [sys.executable, "-m", "deepnet"]
+    two = subprocess.run(
+        [_mpiexec(), "-n", "2", *cli, *common, "--distributed", "--out", str(tmp_path / "d.npz")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    assert "2 MPI ranks" in two.stdout and two.stdout.count("saved the model") == 1
+    one = subprocess.run(
+        [*cli, *common, "--out", str(tmp_path / "s.npz")],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    )  # fmt: skip
+    cost_lines = [line for line in one.stdout.splitlines() if line.startswith("Cost after")]
+    assert len(cost_lines) == 3
+    got = [float(line.split(": ")[1]) for line in two.stdout.splitlines() if "Cost after" in line]
+    want = [float(line.split(": ")[1]) for line in cost_lines]
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+
+
+def test_distributed_refuses_mini_batches(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepnet", "train", "--distributed", "--synthetic",
+         "--batch-size", "32", "--out", str(tmp_path / "m.npz")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "--distributed trains full batch" in proc.stderr and "Traceback" not in proc.stderr

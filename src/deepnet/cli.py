@@ -379,6 +379,8 @@ def train_command(args: argparse.Namespace) -> int:
     from it to the same final parameters as an uninterrupted run. It is removed once the
     model is saved.
     """
+    if args.distributed:
+        return distributed_train_command(args)
     if args.checkpoint_every < 1:
         raise InputError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     resume = resume_point(args) if args.resume is not None else None
@@ -472,36 +474,98 @@ def train_command(args: argparse.Namespace) -> int:
         )
         return 128 + stop.signum
 
+    extra = {} if start is None else {"resumed_at": start.iteration}
     try:
-        model = Model(
-            parameters={k: backend.to_numpy(v) for k, v in state.parameters.items()},
-            layer_dims=settings.layer_dims,
-            classes=data.classes,
-            dtype=settings.dtype,
-            model=settings.model,
-            costs=state.costs,
-        )
-        scores = {split: _score(model, data, split, device) for split in ("train", "test")}
-        model.training = settings.as_metadata() | {
-            "device": device,
-            "data": data.source,
-            "synthetic": data.synthetic,
-            "seconds": round(seconds, 3),
-            "train_accuracy": scores["train"].accuracy,
-            "test_accuracy": scores["test"].accuracy,
-        }
-        if start is not None:
-            model.training["resumed_at"] = start.iteration
-        save_model(model, out)
-        width, height = _plot_costs(model, plot)
+        report = _save_run(settings, data, device, state, out, plot, seconds, extra)
     except KeyboardInterrupt:
         _error(f"interrupted while saving; the finished run is in {checkpoint_path}: {resume_line}")
         return 130
     checkpoint_path.unlink(missing_ok=True)  # the model holds it all now
-    print(f"trained in {seconds:.1f} s; saved the model to {out}")
-    print(f"cost curve: {plot} ({width}x{height} pixels)")
-    for split in ("train", "test"):
-        print(f"{split} accuracy: {scores[split].summary()}")
+    print(report)
+    return 0
+
+
+def _save_run(
+    settings: TrainSettings,
+    data: Dataset,
+    device: str,
+    state: TrainState,
+    out: Path,
+    plot: Path,
+    seconds: float,
+    extra: dict[str, Any],
+) -> str:
+    """Score a finished run, save the model and its cost curve; returns the closing report."""
+    model = Model(
+        parameters={k: backend.to_numpy(v) for k, v in state.parameters.items()},
+        layer_dims=settings.layer_dims,
+        classes=data.classes,
+        dtype=settings.dtype,
+        model=settings.model,
+        costs=state.costs,
+    )
+    scores = {split: _score(model, data, split, device) for split in ("train", "test")}
+    model.training = settings.as_metadata() | {
+        "device": device,
+        "data": data.source,
+        "synthetic": data.synthetic,
+        "seconds": round(seconds, 3),
+        "train_accuracy": scores["train"].accuracy,
+        "test_accuracy": scores["test"].accuracy,
+        **extra,
+    }
+    save_model(model, out)
+    width, height = _plot_costs(model, plot)
+    lines = [
+        f"trained in {seconds:.1f} s; saved the model to {out}",
+        f"cost curve: {plot} ({width}x{height} pixels)",
+    ]
+    lines += [f"{split} accuracy: {scores[split].summary()}" for split in ("train", "test")]
+    return "\n".join(lines)
+
+
+def distributed_train_command(args: argparse.Namespace) -> int:
+    """``mpiexec -n N deepnet train --distributed``: full batch, data-parallel over MPI ranks.
+
+    Every rank loads the data and keeps its shard; gradients and the cost are summed with
+    Allreduce, so the cost history is the single-process one. Rank 0 alone prints, saves
+    the model and its cost curve, and reports the accuracies.
+    """
+    from deepnet import distributed  # noqa: PLC0415  (needs mpi4py, an optional extra)
+
+    if args.resume is not None:
+        raise InputError("--resume does not work with --distributed; run it without --resume")
+    settings = train_settings(args)
+    if settings.batch_size is not None:
+        raise InputError("--distributed trains full batch; leave out --batch-size")
+    comm = distributed.world()
+    root = distributed.is_root(comm)
+    data = load_cat_data(args.data, synthetic=args.synthetic)
+    out, plot, _ = _train_paths(args, None)
+    if root:
+        for path in (out, plot):
+            _check_writable(path)
+        device = backend.resolve_device(args.device)
+        print(f"data: {data.source}")
+        print(f"device: {_device_line(device)}; {comm.Get_size()} MPI ranks, full batch")
+    progress = Progress(
+        settings.num_iterations, settings.print_every, args.progress if root else False
+    )
+    began = time.perf_counter()
+    try:
+        parameters, costs = distributed.train_distributed(
+            (data.train_x, data.train_y), settings.layer_dims, comm=comm,
+            learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
+            init=settings.init, seed=settings.seed, device=args.device, dtype=settings.dtype,
+            record_every=settings.record_every, callback=progress if root else None,
+        )  # fmt: skip
+    finally:
+        progress.close()
+    if not root:
+        return 0
+    state = TrainState(parameters, costs, settings.num_iterations)
+    seconds = time.perf_counter() - began
+    print(_save_run(settings, data, device, state, out, plot, seconds, {"ranks": comm.Get_size()}))
     return 0
 
 
@@ -837,6 +901,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="continue an interrupted run, with its settings and data, to the result it would "
         "have had (default: the checkpoint --checkpoint or --out points to)",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel full batch over MPI ranks: mpiexec -n N deepnet train --distributed "
+        "(needs pip install -e '.[mpi]'); the costs are the single-process ones",
     )
     train.add_argument(
         "--progress",
