@@ -18,8 +18,9 @@ import numpy as np
 
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.errors import DivergenceError, InputError, ShapeError
+from deepnet.fastpath import fit_gram, use_gram
 from deepnet.initialization import Init, check_layer_dims, draw_parameters
-from deepnet.kernels import num_layers, sigmoid
+from deepnet.step import in_course_order, input_product, step_above_input
 
 Array = Any
 DTYPES = ("float64", "float32")
@@ -33,31 +34,12 @@ def train_step(
     The cost is a 0-d device array, computed from the logits (stable when the output
     saturates); reading it with ``float()`` is the only point that waits for the device.
     """
-    xp = array_namespace(X, Y)
-    L = num_layers(parameters)
-    m = X.shape[1]
-    activations = [X]
-    for layer in range(1, L):
-        Z = parameters[f"W{layer}"] @ activations[-1] + parameters[f"b{layer}"]
-        activations.append(xp.maximum(Z, 0.0))
-    ZL = parameters[f"W{L}"] @ activations[-1] + parameters[f"b{L}"]
-    AL, _ = sigmoid(ZL)
-    # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^ZL) - Y ZL, finite even when AL is 0 or 1.
-    cost = xp.sum(xp.logaddexp(ZL, 0.0) - Y * ZL) / m
-    dZ = (AL - Y) / m  # the 1/m of dW and db, applied once to the smallest array
-    updated = {}
-    for layer in range(L, 0, -1):
-        A_prev = activations[layer - 1]
-        W = parameters[f"W{layer}"]
-        if layer > 1:  # the input layer's dA is never needed: skip its 12288-row product
-            dZ_prev = xp.where(A_prev > 0, W.T @ dZ, 0.0)
-        updated[f"W{layer}"] = W - learning_rate * (dZ @ A_prev.T)
-        updated[f"b{layer}"] = parameters[f"b{layer}"] - learning_rate * xp.sum(
-            dZ, axis=1, keepdims=True
-        )
-        if layer > 1:
-            dZ = dZ_prev
-    return {k: updated[k] for k in sorted(updated, key=_param_order)}, cost
+    W1 = parameters["W1"]
+    updated, G1, cost = step_above_input(parameters, input_product(W1, X), Y, learning_rate)
+    # dW1 = G1 @ X.T. Scaling the small G1 (n1 x m) by the learning rate, rather than the
+    # n1 x 12288 product, saves one pass over a W1-sized temporary. X.T is a view: no copy.
+    updated["W1"] = W1 - (learning_rate * G1) @ X.T
+    return in_course_order(updated), cost
 
 
 def _param_order(key: str) -> tuple[int, str]:
@@ -135,6 +117,7 @@ def fit(
     record_every: int = 100,
     print_cost: bool = False,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> TrainState:
     """Run iterations ``state.iteration .. num_iterations - 1`` on device-resident X, Y.
 
@@ -142,13 +125,21 @@ def fit(
     ``record_every`` iterations, and at the last one, the cost before that iteration's
     update is recorded, printed if asked, and passed to ``callback(state, cost)``.
     Raises :class:`DivergenceError`, keeping the last finite parameters, when the cost
-    turns NaN or infinite.
+    turns NaN or infinite. ``gram`` picks the full-batch Gram path of
+    :mod:`deepnet.fastpath` (same steps, the first layer tracked through X.T @ X):
+    None uses it where it is valid and pays, True wherever valid, False never.
     """
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
         learning_rate <= 0
     ):
         raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     xp = array_namespace(X, Y)
+    n1, left = state.parameters["W1"].shape[0], num_iterations - state.iteration
+    if left > 0 and use_gram(gram, X, batch_size, n1, left):
+        return fit_gram(
+            X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations,
+            record_every=record_every, print_cost=print_cost, callback=callback,
+        )  # fmt: skip
     m = X.shape[1]
     params, costs = state.parameters, list(state.costs)
     # Parameters whose cost was last seen finite: what a diverged run hands back.
@@ -209,6 +200,7 @@ def _train(
     batch_size: int | None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     dims = check_layer_dims(layers_dims)
     X, Y = prepare(X, Y, device, dtype)
@@ -225,6 +217,7 @@ def _train(
         record_every=record_every,
         print_cost=print_cost,
         callback=callback,
+        gram=gram,
     )
     return state.parameters, state.costs
 
@@ -244,6 +237,7 @@ def two_layer_model(
     batch_size: int | None = None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     """LINEAR -> RELU -> LINEAR -> SIGMOID, trained as in the course; returns (parameters, costs).
 
@@ -257,7 +251,7 @@ def two_layer_model(
     return _train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
-        batch_size=batch_size, record_every=record_every, callback=callback,
+        batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip
 
 
@@ -276,6 +270,7 @@ def L_layer_model(
     batch_size: int | None = None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID, trained as in the course.
 
@@ -285,5 +280,5 @@ def L_layer_model(
     return _train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
-        batch_size=batch_size, record_every=record_every, callback=callback,
+        batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip
