@@ -2,11 +2,11 @@
 
 ``L_layer_model`` (defaults: full batch, the Gram path where it pays), the same with
 ``gram=False`` (one ``train_step`` per iteration), the course's own loop, and PyTorch,
-each for ``--e2e-iterations`` iterations (2500, the course's run, by default) with the
-cost read every 100. Uses the real data when $DEEPNET_DATA points at it, else synthetic
-data of the same shape (``extra_info["data"]`` says which). Each row also records the
-peak memory a short run of the same kind allocates, relative to X in the working dtype
-(``extra_info["peak_over_X"]``, tracemalloc; PyTorch's allocations are not visible to it).
+each for ``--e2e-iterations`` iterations (200 by default; docs/benchmarks.md uses the
+course's 2500), the cost read every 100. Uses the real data when $DEEPNET_DATA points at
+it, else synthetic data of the same shape (``extra_info["data"]`` says which). Each row
+also records the peak memory a short run of the same kind allocates, relative to X in the
+working dtype (``extra_info["peak_over_X"]``, tracemalloc; it cannot see PyTorch's).
 """
 
 from __future__ import annotations

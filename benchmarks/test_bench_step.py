@@ -75,11 +75,13 @@ def test_train_step(benchmark, model: str, m: int, dtype: str, impl: str) -> Non
         X, Y = device_data(m, device, dtype)
         params = like(_parameters(model), X)
         first = GramFirstLayer(params["W1"], X, LEARNING_RATE)
+        state = {"params": params}
 
-        def fn():
-            rest, G, cost = step_above_input(params, first.P, Y, LEARNING_RATE)
+        def fn():  # one iteration of training: the state moves on, as in fit
+            rest, G, cost = step_above_input(state["params"], first.P, Y, LEARNING_RATE)
             first.step(G)
-            return rest, cost
+            state["params"] = {**rest, "W1": None}  # W1 lives in `first`
+            return cost
 
     else:
         need_device(device)

@@ -101,10 +101,12 @@ def measure_row(
     deepnet_s = time_call(lambda: train_step(params, X, Y, LEARNING_RATE), **kw)
 
     first = GramFirstLayer(params["W1"], X, LEARNING_RATE)
+    state = {"params": params}
 
-    def gram_step() -> None:
-        _, G, _ = step_above_input(params, first.P, Y, LEARNING_RATE)
+    def gram_step() -> None:  # one iteration of a run: the state moves on, as in fit
+        rest, G, _ = step_above_input(state["params"], first.P, Y, LEARNING_RATE)
         first.step(G)
+        state["params"] = {**rest, "W1": None}  # W1 lives in `first`
 
     gram_s = time_call(gram_step, **kw)
     course_s = None
