@@ -9,8 +9,8 @@ and ``W1 = W1_start - lr * (sum of the G's) @ X.T`` is needed only when someone 
 it. After one m x m x n_x product for K, a step costs about 2 * n1 * m**2 flops instead of
 4 * n1 * n_x * m: on the course's data (n_x = 12288, m = 209) that is ~120x fewer, and the
 two 12288-wide products disappear from the loop. The numbers are the same sums rounded
-in another order: the course's training table reproduces to 1e-12 relative in float64
-(docs/benchmarks.md has the measurement).
+in another order: on the course's real-data runs (float64, 2500 iterations) the recorded
+costs agree with the step-by-step path to 3e-14 relative, and the accuracies are equal.
 
 It applies only to full batch with a fixed X, and pays only when ``m <= n_x`` (K is then no
 larger than X, and cheaper per step) and enough iterations follow to repay K.
@@ -68,7 +68,7 @@ class GramFirstLayer:
     def __init__(self, W1: Array, X: Array, learning_rate: float) -> None:
         xp = array_namespace(W1, X)
         self.X, self.learning_rate = X, learning_rate
-        self.K = X.T @ X  # (m, m); NumPy hands X.T @ X to BLAS syrk
+        self.K = X.T @ X  # (m, m), once per run
         self.W1_start = W1
         self.P = input_product(W1, X)
         self.G_sum = xp.zeros_like(self.P)

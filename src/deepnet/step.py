@@ -32,13 +32,15 @@ def is_column_major(X: Array) -> bool:
 
 
 def input_product(W1: Array, X: Array) -> Array:
-    """``W1 @ X``, computed the way BLAS runs fastest for X's layout.
+    """``W1 @ X``, computed the way BLAS runs fastest for X's layout and dtype.
 
-    For a column-major X, ``(X.T @ W1.T).T`` hands BLAS a row-major operand with the long
-    dimension innermost; measured on OpenBLAS it is up to 1.8x faster in float32 (see
-    docs/benchmarks.md). The result is the same product, rounded in a different order.
+    For a column-major float32 X, ``(X.T @ W1.T).T`` hands BLAS a row-major operand with
+    the long dimension innermost: on OpenBLAS it measured 1.4-1.8x faster than ``W1 @ X``
+    at m = 209 (docs/benchmarks.md). In float64 it did not help, so ``W1 @ X`` is kept. The
+    result is the same product, summed in another order.
     """
-    if is_column_major(X):
+    xp = array_namespace(W1, X)
+    if X.dtype == xp.float32 and is_column_major(X):
         return (X.T @ W1.T).T
     return W1 @ X
 
