@@ -35,7 +35,7 @@ def input_product(W1: Array, X: Array) -> Array:
     """``W1 @ X``, computed the way BLAS runs fastest for X's layout and dtype.
 
     For a column-major float32 X, ``(X.T @ W1.T).T`` hands BLAS a row-major operand with
-    the long dimension innermost: on OpenBLAS it measured 1.4-1.8x faster than ``W1 @ X``
+    the long dimension innermost: on OpenBLAS it measured 1.3-1.8x faster than ``W1 @ X``
     at m = 209 (docs/benchmarks.md). In float64 it did not help, so ``W1 @ X`` is kept. The
     result is the same product, summed in another order.
     """
