@@ -17,7 +17,7 @@ def table_rows(text: str) -> list[dict[str, str]]:
     lines = text.strip().splitlines()
     assert lines[0].startswith("deepnet bench: one training step of (64, 5, 3, 1)")
     assert lines[1].split() == list(COLUMNS)
-    return [dict(zip(COLUMNS, line.split(), strict=True)) for line in lines[2:-1]]
+    return [dict(zip(COLUMNS, line.split(), strict=True)) for line in lines[2:-3]]
 
 
 def rate(cell: str) -> float:

@@ -27,6 +27,7 @@ from deepnet.step import step_above_input
 from deepnet.training import like, train_step
 
 LEARNING_RATE = 0.0075
+WARMUP_S = 0.2
 DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
 PEERS = ("course", "torch", "none")
@@ -57,15 +58,21 @@ class Row:
 def time_call(
     fn: Callable[[], Any], *, warmup: int, repeats: int, sync: Callable[[], None] | None = None
 ) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls."""
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls, after warming up.
+
+    Warm-up is ``warmup`` calls, and (when ``warmup`` > 0) for at least WARMUP_S seconds:
+    thread pools start, and PyTorch's first calls pick their kernels.
+    """
 
     def call() -> None:
         fn()
         if sync is not None:
             sync()
 
-    for _ in range(warmup):
+    began, done = time.perf_counter(), 0
+    while done < warmup or (warmup and time.perf_counter() - began < WARMUP_S):
         call()
+        done += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -154,12 +161,12 @@ def format_table(rows: Sequence[Row], layers: Sequence[int]) -> str:
             "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(cells))
         )
     head = f"deepnet bench: one training step of {tuple(layers)}, examples/s (higher is faster)"
-    key = (
-        "deepnet: train_step; gram: one iteration of the full-batch Gram path (its one-off "
-        "X.T @ X not included); course: the course's NumPy code (float64); "
-        "/course, /torch: deepnet's step time over the peer's (below 1x: deepnet is faster)"
-    )
-    return "\n".join([head, *text, key])
+    key = [
+        "deepnet: train_step; gram: one iteration of the full-batch Gram path (fit's default;",
+        "its one-off X.T @ X not included); course: the course's NumPy code (float64 only);",
+        "/course, /torch: deepnet's step time over the peer's (below 1x: deepnet is faster)",
+    ]
+    return "\n".join([head, *text, *key])
 
 
 def _int_list(text: str) -> list[int]:
