@@ -4,17 +4,18 @@ Out-of-core full-batch training adds up the gradients of many chunks before one 
 data-parallel training adds up the gradients of every rank's shard. Both need the gradient
 of the cost *summed* over some examples and divided by the *global* number of examples, so
 that the sum over the pieces is the full-batch gradient. :func:`gradients` computes exactly
-what :func:`deepnet.training.train_step` computes, in the same order and with the same
-operations, so ``apply_gradients(p, *gradients(p, X, Y)[:1], lr)`` equals
-``train_step(p, X, Y, lr)`` bit for bit when ``m_total`` is X's own number of columns.
+what :func:`deepnet.training.train_step` computes (both are built on
+:func:`deepnet.step.backward_above_input`), so ``apply_gradients(p, *gradients(p, X, Y)[:1],
+lr)`` equals ``train_step(p, X, Y, lr)``: bit for bit except W1, which train_step updates as
+``W1 - (lr * G1) @ X.T`` (scaling the small factor) and which agrees to rounding.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from deepnet.backend import array_namespace
-from deepnet.kernels import num_layers, sigmoid
+from deepnet.kernels import num_layers
+from deepnet.step import backward_above_input, input_product
 
 Array = Any
 
@@ -28,27 +29,11 @@ def gradients(
     chunk, pass the number of examples of the whole data set: the gradients and costs of
     the pieces then add up to the full-batch ones. The cost is a 0-d device array.
     """
-    xp = array_namespace(X, Y)
-    L = num_layers(parameters)
-    m = X.shape[1] if m_total is None else m_total
-    activations = [X]
-    for layer in range(1, L):
-        Z = parameters[f"W{layer}"] @ activations[-1] + parameters[f"b{layer}"]
-        activations.append(xp.maximum(Z, 0.0))
-    ZL = parameters[f"W{L}"] @ activations[-1] + parameters[f"b{L}"]
-    AL, _ = sigmoid(ZL)
-    cost = xp.sum(xp.logaddexp(ZL, 0.0) - Y * ZL) / m  # as train_step: stable at saturation
-    dZ = (AL - Y) / m
-    grads = {}
-    for layer in range(L, 0, -1):
-        A_prev = activations[layer - 1]
-        if layer > 1:  # nobody needs dX: skip the input layer's 12288-row product
-            dZ_prev = xp.where(A_prev > 0, parameters[f"W{layer}"].T @ dZ, 0.0)
-        grads[f"dW{layer}"] = dZ @ A_prev.T
-        grads[f"db{layer}"] = xp.sum(dZ, axis=1, keepdims=True)
-        if layer > 1:
-            dZ = dZ_prev
-    return {k: grads[k] for k in grad_keys(L)}, cost
+    grads, G1, cost = backward_above_input(
+        parameters, input_product(parameters["W1"], X), Y, m_total
+    )
+    grads["dW1"] = G1 @ X.T
+    return {k: grads[k] for k in grad_keys(num_layers(parameters))}, cost
 
 
 def grad_keys(L: int) -> list[str]:

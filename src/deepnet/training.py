@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 
 from deepnet import cuda_step
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.errors import DivergenceError, InputError
+from deepnet.fastpath import GramSteps, use_gram
 from deepnet.initialization import Init, check_layer_dims, draw_parameters
-from deepnet.kernels import num_layers, sigmoid
+from deepnet.step import in_course_order, input_product, step_above_input
 from deepnet.validation import (
     check_count,
     check_examples,
@@ -42,35 +44,12 @@ def train_step(
     """
     if cuda_step.accepts(parameters, X, Y):  # CuPy arrays: fused kernels and CUDA graphs
         return cuda_step.cuda_train_step(parameters, X, Y, learning_rate)
-    xp = array_namespace(X, Y)
-    L = num_layers(parameters)
-    m = X.shape[1]
-    activations = [X]
-    for layer in range(1, L):
-        Z = parameters[f"W{layer}"] @ activations[-1] + parameters[f"b{layer}"]
-        activations.append(xp.maximum(Z, 0.0))
-    ZL = parameters[f"W{L}"] @ activations[-1] + parameters[f"b{L}"]
-    AL, _ = sigmoid(ZL)
-    # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^ZL) - Y ZL, finite even when AL is 0 or 1.
-    cost = xp.sum(xp.logaddexp(ZL, 0.0) - Y * ZL) / m
-    dZ = (AL - Y) / m  # the 1/m of dW and db, applied once to the smallest array
-    updated = {}
-    for layer in range(L, 0, -1):
-        A_prev = activations[layer - 1]
-        W = parameters[f"W{layer}"]
-        if layer > 1:  # the input layer's dA is never needed: skip its 12288-row product
-            dZ_prev = xp.where(A_prev > 0, W.T @ dZ, 0.0)
-        updated[f"W{layer}"] = W - learning_rate * (dZ @ A_prev.T)
-        updated[f"b{layer}"] = parameters[f"b{layer}"] - learning_rate * xp.sum(
-            dZ, axis=1, keepdims=True
-        )
-        if layer > 1:
-            dZ = dZ_prev
-    return {k: updated[k] for k in sorted(updated, key=_param_order)}, cost
-
-
-def _param_order(key: str) -> tuple[int, str]:
-    return int(key[1:]), key[0]
+    W1 = parameters["W1"]
+    updated, G1, cost = step_above_input(parameters, input_product(W1, X), Y, learning_rate)
+    # dW1 = G1 @ X.T. Scaling the small G1 (n1 x m) by the learning rate, rather than the
+    # n1 x 12288 product, saves one pass over a W1-sized temporary. X.T is a view: no copy.
+    updated["W1"] = W1 - (learning_rate * G1) @ X.T
+    return in_course_order(updated), cost
 
 
 def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[np.ndarray] | None:
@@ -147,6 +126,7 @@ def fit(
     checkpoint_every: int | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    gram: bool | None = None,
 ) -> TrainState:
     """Run iterations ``state.iteration .. num_iterations - 1`` on device-resident X, Y.
 
@@ -158,7 +138,9 @@ def fit(
     flag), returning a state with ``stopped_early=True``. Passing a returned state back in
     continues exactly where it stopped: the batch order depends only on (seed, iteration).
     Raises :class:`DivergenceError`, keeping the last finite parameters, when the cost
-    turns NaN or infinite.
+    turns NaN or infinite. ``gram`` picks the full-batch Gram path of
+    :mod:`deepnet.fastpath` (same steps, the first layer tracked through X.T @ X):
+    None uses it where it is valid and pays, True wherever valid, False never.
     """
     learning_rate = check_learning_rate(learning_rate)
     check_count(num_iterations, "num_iterations")
@@ -167,49 +149,93 @@ def fit(
         check_count(batch_size, "batch_size", minimum=1)
     if checkpoint_every is not None:
         check_count(checkpoint_every, "checkpoint_every", minimum=1)
-    xp = array_namespace(X, Y)
-    m = X.shape[1]
-    params, costs = state.parameters, list(state.costs)
-    # Parameters whose cost was last seen finite: what a diverged run hands back.
-    good_params, good_iteration = params, state.iteration
+    n1, left = state.parameters["W1"].shape[0], num_iterations - state.iteration
+    if left > 0 and use_gram(gram, X, batch_size, n1, left):
+        steps: _Steps = GramSteps(state.parameters, X, Y, learning_rate)
+    else:
+        steps = _PlainSteps(state.parameters, X, Y, learning_rate, batch_size, seed)
+    costs = list(state.costs)
+    # Parameters whose cost was last seen finite (a cheap mark): what a diverged run keeps.
+    good, good_iteration = steps.mark(), state.iteration
     cost = None
     # Overflow shows up below as a non-finite cost, with a clearer message than NumPy's.
     with np.errstate(over="ignore", invalid="ignore"):
         for i in range(state.iteration, num_iterations):
-            params_in = params
-            batches = batch_order(m, batch_size, seed, i)
-            if batches is None:
-                params, cost = train_step(params, X, Y, learning_rate)
-            else:
-                cost = 0.0
-                for idx in batches:
-                    cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
-                    Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
-                    params, batch_cost = train_step(params, Xb, Yb, learning_rate)
-                    cost = cost + batch_cost * (len(idx) / m)
+            mark_in = steps.mark()
+            cost = steps.run(i)
             if i % record_every == 0:
                 value = float(cost)  # the one device->host read, only when a cost is recorded
-                _check_finite(value, i, good_params, good_iteration, costs)
-                good_params, good_iteration = params_in, i
+                _check_finite(value, i, partial(steps.parameters, good), good_iteration, costs)
+                good, good_iteration = mark_in, i
                 costs.append(value)
                 if print_cost:
                     print(f"Cost after iteration {i}: {value}")
                 if callback is not None:
-                    callback(TrainState(params, costs, i + 1), value)
+                    callback(TrainState(steps.parameters(), costs, i + 1), value)
             done = i + 1
             if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
-                on_checkpoint(TrainState(params, list(costs), done))
+                on_checkpoint(TrainState(steps.parameters(), list(costs), done))
             if should_stop is not None and done < num_iterations and should_stop():
-                return TrainState(params, costs, done, stopped_early=True)
+                return TrainState(steps.parameters(), costs, done, stopped_early=True)
     if cost is not None and (num_iterations - 1) % record_every != 0:
-        _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
-    return TrainState(params, costs, max(num_iterations, state.iteration))
+        _check_finite(
+            float(cost), num_iterations - 1, partial(steps.parameters, good), good_iteration, costs
+        )
+    return TrainState(steps.parameters(), costs, max(num_iterations, state.iteration))
+
+
+class _Steps(Protocol):
+    """How fit advances the parameters: one iteration at a time, read back on demand."""
+
+    def run(self, iteration: int) -> Array:
+        """Run one iteration (one pass over the data); return its cost, a 0-d array."""
+
+    def mark(self) -> Any:
+        """A cheap handle on the current parameters."""
+
+    def parameters(self, mark: Any = None) -> dict[str, Array]:
+        """The parameters now, or as they were at ``mark``."""
+
+
+class _PlainSteps:
+    """Iterations of :func:`train_step`, full batch or seeded mini-batches."""
+
+    def __init__(
+        self, parameters: dict, X: Array, Y: Array, lr: float, batch_size: int | None, seed: int
+    ) -> None:
+        self.params, self.X, self.Y, self.lr = parameters, X, Y, lr
+        self.batch_size, self.seed = batch_size, seed
+
+    def run(self, iteration: int) -> Array:
+        X, Y, m = self.X, self.Y, self.X.shape[1]
+        batches = batch_order(m, self.batch_size, self.seed, iteration)
+        if batches is None:
+            self.params, cost = train_step(self.params, X, Y, self.lr)
+            return cost
+        xp = array_namespace(X, Y)
+        cost = 0.0
+        for idx in batches:
+            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+            Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
+            self.params, batch_cost = train_step(self.params, Xb, Yb, self.lr)
+            cost = cost + batch_cost * (len(idx) / m)
+        return cost
+
+    def mark(self) -> dict[str, Array]:
+        return self.params
+
+    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
+        return self.params if mark is None else mark
 
 
 def _check_finite(
-    value: float, iteration: int, good_params: dict, good_iteration: int, costs: list
+    value: float, iteration: int, good_params: Any, good_iteration: int, costs: list
 ) -> None:
+    """Raise DivergenceError for a non-finite cost; ``good_params`` may be a callable
+    giving the kept parameters, so that they are only materialised when needed."""
     if not math.isfinite(value):
+        if callable(good_params):
+            good_params = good_params()
         raise DivergenceError(
             f"training diverged: the cost became {value} at iteration {iteration}; "
             "try a smaller learning rate. The parameters kept are those of iteration "
@@ -235,6 +261,7 @@ def _train(
     batch_size: int | None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     dims = check_layer_dims(layers_dims)
     check_float_array(X, "X")  # before the cast: integer pixels must be scaled by the caller
@@ -252,6 +279,7 @@ def _train(
         record_every=record_every,
         print_cost=print_cost,
         callback=callback,
+        gram=gram,
     )
     return state.parameters, state.costs
 
@@ -271,6 +299,7 @@ def two_layer_model(
     batch_size: int | None = None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     """LINEAR -> RELU -> LINEAR -> SIGMOID, trained as in the course; returns (parameters, costs).
 
@@ -284,7 +313,7 @@ def two_layer_model(
     return _train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
-        batch_size=batch_size, record_every=record_every, callback=callback,
+        batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip
 
 
@@ -303,6 +332,7 @@ def L_layer_model(
     batch_size: int | None = None,
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
+    gram: bool | None = None,
 ) -> tuple[dict[str, Array], list[float]]:
     """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID, trained as in the course.
 
@@ -312,5 +342,5 @@ def L_layer_model(
     return _train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
-        batch_size=batch_size, record_every=record_every, callback=callback,
+        batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip

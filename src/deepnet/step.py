@@ -1,0 +1,94 @@
+"""The fused gradient-descent step, split around the first layer's two wide products.
+
+On the course's data nearly all the work of a step is in two products with the
+12288-row input: ``W1 @ X`` forward and ``dZ1 @ X.T`` for dW1. Everything else (the
+small layers, the cost, the backward pass down to dZ1) is cheap and lives in
+:func:`step_above_input`, shared by :func:`deepnet.training.train_step` (which does the
+two wide products directly) and :mod:`deepnet.fastpath` (which tracks ``W1 @ X`` through
+the Gram matrix ``X.T @ X`` instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepnet.backend import array_namespace
+from deepnet.kernels import num_layers, sigmoid
+
+Array = Any
+
+
+def is_column_major(X: Array) -> bool:
+    """True when X's columns (the examples) are contiguous, as ``x.reshape(m, -1).T`` gives.
+
+    Array API arrays do not expose their layout; NumPy and CuPy do, through ``.flags``.
+    Unknown layouts count as row-major.
+    """
+    flags = getattr(X, "flags", None)
+    try:
+        return bool(flags["F_CONTIGUOUS"]) and not bool(flags["C_CONTIGUOUS"])
+    except (TypeError, KeyError):
+        return False
+
+
+def input_product(W1: Array, X: Array) -> Array:
+    """``W1 @ X``, computed the way BLAS runs fastest for X's layout and dtype.
+
+    For a column-major float32 X, ``(X.T @ W1.T).T`` hands BLAS a row-major operand with
+    the long dimension innermost: on OpenBLAS it measured 1.3-1.8x faster than ``W1 @ X``
+    at m = 209 (docs/benchmarks.md). In float64 it did not help, so ``W1 @ X`` is kept. The
+    result is the same product, summed in another order.
+    """
+    xp = array_namespace(W1, X)
+    if X.dtype == xp.float32 and is_column_major(X):
+        return (X.T @ W1.T).T
+    return W1 @ X
+
+
+def backward_above_input(
+    parameters: dict[str, Array], P1: Array, Y: Array, m: int | None = None
+) -> tuple[dict[str, Array], Array, Array]:
+    """Forward, cost and backward of everything but dW1, given ``P1 = W1 @ X``.
+
+    Returns ``(grads, G1, cost)``: dW2, ..., dWL and db1, ..., dbL; the first layer's
+    ``dZ1 / m`` (so that ``dW1 = G1 @ X.T``); and the cost before the step as a 0-d array.
+    Every gradient and the cost are sums over the examples divided by ``m`` (default: P1's
+    number of columns; a shard passes the whole data set's, so the pieces add up).
+    No dA is formed for the input layer, ReLU masks are taken from the activations, the
+    output layer's dZ is ``AL - Y`` directly, and 1/m is applied once, to the smallest array.
+    """
+    xp = array_namespace(P1, Y)
+    L = num_layers(parameters)
+    m = P1.shape[1] if m is None else m
+    Z = P1 + parameters["b1"]
+    hidden = []  # A1 .. A(L-1)
+    for layer in range(2, L + 1):
+        hidden.append(xp.maximum(Z, 0.0))
+        Z = parameters[f"W{layer}"] @ hidden[-1] + parameters[f"b{layer}"]
+    AL, _ = sigmoid(Z)
+    # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^Z) - Y Z, finite even when AL is 0 or 1.
+    cost = xp.sum(xp.logaddexp(Z, 0.0) - Y * Z) / m
+    dZ = (AL - Y) / m
+    grads = {}
+    for layer in range(L, 1, -1):
+        A_prev = hidden[layer - 2]
+        dZ_prev = xp.where(A_prev > 0, parameters[f"W{layer}"].T @ dZ, 0.0)
+        grads[f"dW{layer}"] = dZ @ A_prev.T
+        grads[f"db{layer}"] = xp.sum(dZ, axis=1, keepdims=True)
+        dZ = dZ_prev
+    grads["db1"] = xp.sum(dZ, axis=1, keepdims=True)
+    return grads, dZ, cost
+
+
+def step_above_input(
+    parameters: dict[str, Array], P1: Array, Y: Array, learning_rate: float
+) -> tuple[dict[str, Array], Array, Array]:
+    """:func:`backward_above_input`, then the update: ``(new b1, W2, b2, ..., G1, cost)``."""
+    grads, G1, cost = backward_above_input(parameters, P1, Y)
+    updated = {key[1:]: parameters[key[1:]] - learning_rate * g for key, g in grads.items()}
+    return updated, G1, cost
+
+
+def in_course_order(parameters: dict[str, Array]) -> dict[str, Array]:
+    """The dict ordered W1, b1, W2, b2, ... as the course builds it."""
+    return {k: parameters[k] for k in sorted(parameters, key=lambda k: (int(k[1:]), k[0]))}
