@@ -27,11 +27,11 @@ from deepnet import backend
 from deepnet.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from deepnet.data import N_FEATURES, Dataset, data_dir, load_cat_data, load_picture, preprocess
 from deepnet.errors import DeepnetError, DivergenceError, InputError, ModelFileError
-from deepnet.initialization import INITS, check_layer_dims, draw_parameters
+from deepnet.initialization import INITS, check_layer_dims
 from deepnet.kernels import predict_proba
 from deepnet.model_io import Model, load_model, save_model
-from deepnet.training import DTYPES, TrainState, fit, like, prepare
-from deepnet.validation import check_examples, check_float_array, check_learning_rate
+from deepnet.training import DTYPES, TrainState, train
+from deepnet.validation import check_learning_rate
 
 MODELS = {
     # name: (default layer dims, default initialisation), as in the course's application notebook
@@ -165,33 +165,17 @@ def run_training(
 ) -> TrainState:
     """The one place the CLI trains: the course's model for ``settings``, from ``start`` if given.
 
-    Without ``start`` this is exactly ``L_layer_model`` / ``two_layer_model`` (same checks,
-    same initial parameters, same loop; a test holds them equal); with it, a run continues
-    from a checkpoint's host parameters, costs and iteration. The hooks go to
-    :func:`deepnet.training.fit`.
+    It is :func:`deepnet.training.train`, the body of ``L_layer_model`` /
+    ``two_layer_model`` (a test holds them equal); with ``start``, a run continues from a
+    checkpoint's host parameters, costs and iteration. The hooks go to ``fit``.
     """
-    dims = check_layer_dims(settings.layer_dims)
-    check_float_array(data.train_x, "X")
-    X, Y = prepare(data.train_x, data.train_y, device, settings.dtype)
-    check_examples(X, Y, dims[0])
-    if start is None:
-        state = TrainState(like(draw_parameters(dims, settings.init, settings.seed), X))
-    else:
-        state = TrainState(like(start.parameters, X), list(start.costs), start.iteration)
-    return fit(
-        X,
-        Y,
-        state,
-        learning_rate=settings.learning_rate,
-        num_iterations=settings.num_iterations,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        record_every=settings.record_every,
-        callback=callback,
-        checkpoint_every=checkpoint_every,
-        on_checkpoint=on_checkpoint,
-        should_stop=should_stop,
-    )
+    return train(
+        data.train_x, data.train_y, settings.layer_dims, init=settings.init, seed=settings.seed,
+        learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
+        device=device, dtype=settings.dtype, start=start, batch_size=settings.batch_size,
+        record_every=settings.record_every, callback=callback, checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint, should_stop=should_stop,
+    )  # fmt: skip
 
 
 class StopRequest:

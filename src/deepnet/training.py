@@ -246,7 +246,7 @@ def _check_finite(
         )
 
 
-def _train(
+def train(
     X: Array,
     Y: Array,
     layers_dims: Sequence[int],
@@ -255,33 +255,30 @@ def _train(
     seed: int,
     learning_rate: float,
     num_iterations: int,
-    print_cost: bool,
-    device: str | None,
-    dtype: str,
-    batch_size: int | None,
-    record_every: int = 100,
-    callback: Callable[[TrainState, float], None] | None = None,
-    gram: bool | None = None,
-) -> tuple[dict[str, Array], list[float]]:
+    device: str | None = None,
+    dtype: str = "float64",
+    start: TrainState | None = None,
+    **fit_options: Any,
+) -> TrainState:
+    """Check the inputs, put the data on the device once, then :func:`fit`.
+
+    The common body of the model functions and of ``deepnet train``: a run starts from
+    ``draw_parameters(layers_dims, init, seed)``, or continues from ``start`` (a checkpoint's
+    parameters, costs and next iteration). ``fit_options`` go to :func:`fit` (batch size,
+    recording, callback, checkpoint and stop hooks, ``gram``).
+    """
     dims = check_layer_dims(layers_dims)
     check_float_array(X, "X")  # before the cast: integer pixels must be scaled by the caller
     X, Y = prepare(X, Y, device, dtype)
     check_examples(X, Y, dims[0])
-    state = TrainState(like(draw_parameters(dims, init, seed), X))
-    state = fit(
-        X,
-        Y,
-        state,
-        learning_rate=learning_rate,
-        num_iterations=num_iterations,
-        batch_size=batch_size,
-        seed=seed,
-        record_every=record_every,
-        print_cost=print_cost,
-        callback=callback,
-        gram=gram,
-    )
-    return state.parameters, state.costs
+    if start is None:
+        state = TrainState(like(draw_parameters(dims, init, seed), X))
+    else:
+        state = TrainState(like(start.parameters, X), list(start.costs), start.iteration)
+    return fit(
+        X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations, seed=seed,
+        **fit_options,
+    )  # fmt: skip
 
 
 def two_layer_model(
@@ -310,11 +307,12 @@ def two_layer_model(
         raise InputError(
             f"two_layer_model takes layers_dims = (n_x, n_h, n_y), got {tuple(layers_dims)}"
         )
-    return _train(
+    state = train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
         batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip
+    return state.parameters, state.costs
 
 
 def L_layer_model(
@@ -339,8 +337,9 @@ def L_layer_model(
     Returns (parameters, costs); the defaults (seed 1, 1/sqrt(n_prev) initialisation)
     reproduce the application notebook.
     """
-    return _train(
+    state = train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
         batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
     )  # fmt: skip
+    return state.parameters, state.costs
