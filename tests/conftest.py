@@ -76,3 +76,12 @@ def real_data_dir() -> Path:
             "train_catvnoncat.h5 and test_catvnoncat.h5"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """For subprocess tests: a user without the course data or a device set, own cache."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
+    env.pop("DEEPNET_DATA", None)
+    env.pop("DEEPNET_DEVICE", None)
+    return env

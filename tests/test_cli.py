@@ -6,7 +6,6 @@ is trained once for the module and then evaluated, used for predictions and for 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -26,15 +25,6 @@ from deepnet.model_io import load_model, save_model
 from deepnet.synthetic import make_split
 
 TINY = ["--layers", "12288,8,4,1", "--iterations", "200", "--dtype", "float32"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment of a user without the course data, with a private cache."""
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
-    env.pop("DEEPNET_DATA", None)
-    env.pop("DEEPNET_DEVICE", None)
-    return env
 
 
 def deepnet(*args, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -53,14 +53,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_data(tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")))
-    env.pop("DEEPNET_DATA", None)
-    env.pop("DEEPNET_DEVICE", None)
-    return env
-
-
 def command(*args) -> list[str]:
     return [sys.executable, "-m", "deepnet.cli", "train", *map(str, args)]
 
