@@ -28,10 +28,9 @@ from conftest import (
     need_device,
     need_torch,
 )
-from deepnet.fastpath import GramFirstLayer
+from deepnet.fastpath import GramFirstLayer, GramSteps
 from deepnet.initialization import draw_parameters
 from deepnet.peers import TorchStep, course_predict, course_step
-from deepnet.step import step_above_input
 from deepnet.training import like, train_step
 
 IMPLEMENTATIONS = [
@@ -73,16 +72,8 @@ def test_train_step(benchmark, model: str, m: int, dtype: str, impl: str) -> Non
     elif who == "deepnet_gram":
         need_device(device)
         X, Y = device_data(m, device, dtype)
-        params = like(_parameters(model), X)
-        first = GramFirstLayer(params["W1"], X, LEARNING_RATE)
-        state = {"params": params}
-
-        def fn():  # one iteration of training: the state moves on, as in fit
-            rest, G, cost = step_above_input(state["params"], first.P, Y, LEARNING_RATE)
-            first.step(G)
-            state["params"] = {**rest, "W1": None}  # W1 lives in `first`
-            return cost
-
+        steps = GramSteps(like(_parameters(model), X), X, Y, LEARNING_RATE)
+        fn = lambda: steps.run(0)  # noqa: E731  (one iteration; the state moves on, as in fit)
     else:
         need_device(device)
         X, Y = device_data(m, device, dtype)

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import cuda_available, synchronize, to_device
-from deepnet.fastpath import GramFirstLayer
+from deepnet.fastpath import GramSteps
 from deepnet.initialization import check_layer_dims, draw_parameters
 from deepnet.peers import TorchStep, course_step, torch_available, torch_cuda_available
-from deepnet.step import step_above_input
 from deepnet.training import like, train_step
 
 LEARNING_RATE = 0.0075
@@ -107,15 +106,8 @@ def measure_row(
     kw = dict(warmup=warmup, repeats=repeats, sync=sync)
     deepnet_s = time_call(lambda: train_step(params, X, Y, LEARNING_RATE), **kw)
 
-    first = GramFirstLayer(params["W1"], X, LEARNING_RATE)
-    state = {"params": params}
-
-    def gram_step() -> None:  # one iteration of a run: the state moves on, as in fit
-        rest, G, _ = step_above_input(state["params"], first.P, Y, LEARNING_RATE)
-        first.step(G)
-        state["params"] = {**rest, "W1": None}  # W1 lives in `first`
-
-    gram_s = time_call(gram_step, **kw)
+    gram = GramSteps(params, X, Y, LEARNING_RATE)  # one iteration of a run, as fit runs it
+    gram_s = time_call(lambda: gram.run(0), **kw)
     course_s = None
     if "course" in peers and device == "cpu" and dtype == "float64":
         course_s = time_call(
