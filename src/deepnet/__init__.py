@@ -76,3 +76,50 @@ __all__ = [
     "update_parameters",
     "use_device",
 ]
+
+# The second course's tools ("Improving Deep Neural Networks"): issue 11's functional API.
+from deepnet.course_tools import (  # noqa: E402
+    L_model_backward_with_dropout,
+    L_model_backward_with_regularization,
+    L_model_forward_with_dropout,
+    compute_cost_with_regularization,
+    initialize_parameters_he,
+    initialize_parameters_random,
+    initialize_parameters_zeros,
+    random_mini_batches,
+)
+from deepnet.course_updates import (  # noqa: E402
+    initialize_adam,
+    initialize_velocity,
+    schedule_lr_decay,
+    update_lr,
+    update_parameters_with_adam,
+    update_parameters_with_momentum,
+)
+from deepnet.gradient_check import (  # noqa: E402
+    dictionary_to_vector,
+    gradient_check_n,
+    gradients_to_vector,
+    vector_to_dictionary,
+)
+
+__all__ += [
+    "L_model_backward_with_dropout",
+    "L_model_backward_with_regularization",
+    "L_model_forward_with_dropout",
+    "compute_cost_with_regularization",
+    "dictionary_to_vector",
+    "gradient_check_n",
+    "gradients_to_vector",
+    "initialize_adam",
+    "initialize_parameters_he",
+    "initialize_parameters_random",
+    "initialize_parameters_zeros",
+    "initialize_velocity",
+    "random_mini_batches",
+    "schedule_lr_decay",
+    "update_lr",
+    "update_parameters_with_adam",
+    "update_parameters_with_momentum",
+    "vector_to_dictionary",
+]
