@@ -539,3 +539,17 @@ def test_bad_hyper_parameters_name_the_valid_range(case):
         with pytest.raises(InputError, match=name) as info:
             call(value)
         assert text in str(info.value)
+
+
+def test_missing_state_or_caches_get_deepnet_errors():
+    P, G = optimizer_case()
+    v = initialize_velocity(P)
+    with pytest.raises(InputError, match="grads must be a dict with keys .* missing db2"):
+        update_parameters_with_momentum(P, {k: g for k, g in G.items() if k != "db2"}, v, 0.9, 1)
+    with pytest.raises(InputError, match=r"s \(from initialize_adam\) .* missing dW1"):
+        update_parameters_with_adam(P, G, v, {}, 1)
+    with pytest.raises(InputError, match="parameters must have keys W1, b1"):
+        initialize_adam({"W1": P["W1"]})
+    X, Y = host_data(3, 4)
+    with pytest.raises(InputError, match="caches is empty"):
+        L_model_backward_with_regularization(np.full((1, 4), 0.5), Y, [], 0.1)

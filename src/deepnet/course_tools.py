@@ -20,7 +20,7 @@ import numpy as np
 
 from deepnet.backend import array_namespace
 from deepnet.course_updates import check_keep_prob, check_lambd, l2_gradient
-from deepnet.errors import ShapeError
+from deepnet.errors import InputError, ShapeError
 from deepnet.initialization import check_layer_dims, place
 from deepnet.kernels import (
     L_model_backward,
@@ -30,7 +30,7 @@ from deepnet.kernels import (
     linear_activation_forward,
     num_layers,
 )
-from deepnet.validation import check_count
+from deepnet.validation import check_count, check_parameters
 
 Array = Any
 
@@ -105,7 +105,9 @@ def compute_cost_with_regularization(
     The course names the output ``A3`` (its three-layer net); any network's AL will do.
     """
     lambd = check_lambd(lambd)
-    return compute_cost(A3, Y) + l2_cost(parameters, lambd, Y.shape[1])
+    check_parameters(parameters)
+    cross_entropy = compute_cost(A3, Y)  # checks A3 and Y: both (1, m)
+    return cross_entropy + l2_cost(parameters, lambd, Y.shape[1])
 
 
 # --- the L-layer backward with L2 and/or dropout ------------------------------------------
@@ -122,6 +124,8 @@ def _backward(
     # The output layer is L_model_backward on its cache alone (same checks, same dAL formula,
     # so that lambd = 0 and keep_prob = 1 give L_model_backward's gradients bit for bit).
     L = len(caches)
+    if L == 0:
+        raise InputError("caches is empty: pass the caches of the forward pass (one per layer)")
     m = AL.shape[1]
     last = L_model_backward(AL, Y, caches[-1:])
     dA, grads = last["dA0"], {f"dW{L}": last["dW1"], f"db{L}": last["db1"]}

@@ -129,7 +129,30 @@ def adam_update(
 # --- the course's functions over parameter dicts ---------------------------------------------
 
 
+def require_keys(table: Any, keys: list[str], name: str) -> None:
+    """``table`` must be a dict holding ``keys`` (an InputError naming the missing ones)."""
+    missing = [k for k in keys if not isinstance(table, dict) or k not in table]
+    if missing:
+        raise InputError(
+            f"{name} must be a dict with keys {', '.join(keys)}; missing {', '.join(missing)}"
+        )
+
+
+def _state_keys(parameters: dict[str, Array]) -> list[str]:
+    # Updates are elementwise: the keys must be the course's, the shapes need not chain.
+    if not isinstance(parameters, dict) or not parameters:
+        raise InputError("parameters must be a dict like {'W1': ..., 'b1': ..., ...}")
+    L = max(1, (len(parameters) + 1) // 2)
+    keys = [f"{name}{layer}" for layer in range(1, L + 1) for name in ("W", "b")]
+    if sorted(parameters) != sorted(keys):
+        raise InputError(
+            f"parameters must have keys W1, b1, ..., W{L}, b{L}; got {sorted(parameters)}"
+        )
+    return [f"d{k}" for k in keys]
+
+
 def _zeros_like_parameters(parameters: dict[str, Array]) -> dict[str, Array]:
+    _state_keys(parameters)
     xp = array_namespace(*parameters.values())
     return {
         f"d{name}{layer}": xp.zeros_like(parameters[f"{name}{layer}"])
@@ -153,6 +176,9 @@ def update_parameters_with_momentum(
     """One momentum step on every layer; returns new (parameters, v) as the course does."""
     beta = check_beta(beta)
     learning_rate = check_learning_rate(learning_rate)
+    keys = _state_keys(parameters)
+    require_keys(grads, keys, "grads")
+    require_keys(v, keys, "v (from initialize_velocity)")
     new_parameters, new_v = {}, {}
     for layer in range(1, num_layers(parameters) + 1):
         for name in ("W", "b"):
@@ -188,6 +214,10 @@ def update_parameters_with_adam(
     beta1 = check_beta(beta1, "beta1")
     beta2 = check_beta(beta2, "beta2")
     epsilon = check_epsilon(epsilon)
+    keys = _state_keys(parameters)
+    require_keys(grads, keys, "grads")
+    require_keys(v, keys, "v (from initialize_adam)")
+    require_keys(s, keys, "s (from initialize_adam)")
     out: tuple[dict, dict, dict, dict, dict] = ({}, {}, {}, {}, {})
     for layer in range(1, num_layers(parameters) + 1):
         for name in ("W", "b"):

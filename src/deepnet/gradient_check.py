@@ -9,6 +9,7 @@ divided by 2 eps swamps the differences, so the check refuses anything but float
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def dictionary_to_vector(parameters: dict[str, Array]) -> tuple[Array, list[str]
     keys = _layer_keys(len(dims) - 1)
     xp = array_namespace(*parameters.values())
     theta = xp.concat([xp.reshape(parameters[k], (-1, 1)) for k in keys], axis=0)
-    names = [k for k in keys for _ in range(parameters[k].size)]
+    names = [k for k in keys for _ in range(math.prod(parameters[k].shape))]
     return theta, names
 
 
