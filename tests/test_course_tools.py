@@ -553,3 +553,56 @@ def test_missing_state_or_caches_get_deepnet_errors():
     X, Y = host_data(3, 4)
     with pytest.raises(InputError, match="caches is empty"):
         L_model_backward_with_regularization(np.full((1, 4), 0.5), Y, [], 0.1)
+
+
+# --- a functional training loop on the course's cat data ------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_he_minibatch_l2_loop_on_the_cat_data_matches_numpy(backend, real_data_dir, optimizer):
+    """He init + mini-batches + L2 + momentum/Adam, step by step against a NumPy loop."""
+    from deepnet.data import load_dataset  # noqa: PLC0415  (only with the real data)
+
+    data = load_dataset(real_data_dir)
+    dims, lambd, lr, epochs = [12288, 20, 7, 5, 1], 0.1, 0.0007, 2
+    params = initialize_parameters_he(dims)
+    ref_p = {k: np.array(v) for k, v in params.items()}
+    params = on(backend, params)
+    X, Y = backend.asarray(data.train_x), backend.asarray(data.train_y)
+    state = initialize_velocity(params) if optimizer == "momentum" else initialize_adam(params)
+    ref_1 = {f"d{k}": np.zeros_like(v) for k, v in ref_p.items()}
+    ref_2 = {f"d{k}": np.zeros_like(v) for k, v in ref_p.items()}
+    t, costs, ref_costs = 0, [], []
+    for epoch in range(epochs):
+        permutation = np.random.RandomState(epoch + 1).permutation(data.train_x.shape[1])
+        batches = random_mini_batches(X, Y, 64, seed=epoch + 1)
+        for k, (bx, by) in enumerate(batches):
+            AL, caches = L_model_forward(bx, params)
+            costs.append(float(compute_cost_with_regularization(AL, by, params, lambd)))
+            grads = L_model_backward_with_regularization(AL, by, caches, lambd)
+            t += 1
+            if optimizer == "momentum":
+                params, state = update_parameters_with_momentum(params, grads, state, 0.9, lr)
+            else:
+                params, *state = update_parameters_with_adam(params, grads, *state, t, lr)
+                state = state[:2]
+            # the same step in plain NumPy, from the formulas
+            columns = permutation[k * 64 : (k + 1) * 64]
+            rx, ry = data.train_x[:, columns], data.train_y[:, columns]
+            As, Zs = ref_forward(rx, ref_p)
+            ref_costs.append(ref_cost(As[-1], ry, ref_p, lambd))
+            g = ref_backward(ry, ref_p, As, Zs, lambd=lambd)
+            for key in ref_p:
+                dk = f"d{key}"
+                if optimizer == "momentum":
+                    ref_1[dk] = 0.9 * ref_1[dk] + 0.1 * g[dk]
+                    ref_p[key] = ref_p[key] - lr * ref_1[dk]
+                else:
+                    ref_1[dk] = 0.9 * ref_1[dk] + 0.1 * g[dk]
+                    ref_2[dk] = 0.999 * ref_2[dk] + 0.001 * g[dk] ** 2
+                    step = ref_1[dk] / (1 - 0.9**t) / (np.sqrt(ref_2[dk] / (1 - 0.999**t)) + 1e-8)
+                    ref_p[key] = ref_p[key] - lr * step
+    assert len(costs) == epochs * 4
+    np.testing.assert_allclose(costs, ref_costs, rtol=1e-12)
+    for key, value in ref_p.items():
+        close(params[key], value, rtol=1e-9, atol=1e-13)
