@@ -208,6 +208,7 @@ class GramBatchState:
     W1: dict[str, Any]  # Span.arrays(): alpha, C, P
     rest: dict[str, Array]  # b1, W2, b2, ...
     optimizer: Any  # the optimizer's state, its spans as Span.arrays() dicts
+    steps: int = 0  # batch steps taken so far (an optimizer's schedule may use it)
 
 
 class GramBatchSteps:
@@ -248,7 +249,7 @@ class GramBatchSteps:
             self.W1 = self._span(resume.W1)
             self.rest = dict(resume.rest)
             self.opt_state = _map_spans(resume.optimizer, self._span, from_arrays=True)
-        self.steps = 0
+        self.steps = 0 if resume is None else resume.steps
 
     def _all(self) -> dict[str, Any]:
         return {"W1": self.W1, **self.rest}
@@ -292,7 +293,7 @@ class GramBatchSteps:
         """What a checkpoint stores to resume bit-identically (same X, BLAS and threads)."""
         return GramBatchState(
             self.space.W1_start, self.W1.arrays(), dict(self.rest),
-            _map_spans(self.opt_state, Span.arrays),
+            _map_spans(self.opt_state, Span.arrays), self.steps,
         )  # fmt: skip
 
 
