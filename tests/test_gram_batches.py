@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepnet.backend import array_namespace
+from deepnet.errors import DivergenceError
 from deepnet.gram_batches import GramBatchSteps, Span, pays, supports
 from deepnet.initialization import draw_parameters
 from deepnet.step import backward_above_input
@@ -45,17 +46,53 @@ def test_same_steps_as_the_ordinary_mini_batch_step(backend, host, dims, batch):
         np.testing.assert_allclose(host(mine[k]), host(v), **CLOSE, err_msg=k)
 
 
-def test_inside_fit_with_marks_and_callbacks():
+@pytest.fixture
+def fit_on_gram_batches(monkeypatch):
+    """fit with its mini-batch source replaced by this one: the plug-in engine will make."""
+    import deepnet.training as training  # noqa: PLC0415
+
+    monkeypatch.setattr(training, "_PlainSteps", GramBatchSteps)
+    return fit
+
+
+def test_inside_fit_with_callbacks_and_resume(fit_on_gram_batches):
     X, Y = data()
-    kw = dict(learning_rate=0.05, num_iterations=40, record_every=10, batch_size=16, seed=2)
-    want = fit(X, Y, TrainState(params_for([120, 7, 1], X)), gram=False, **kw)
-    # fit's loop, driven by the Gram source (what engine's plug-in will do).
-    steps = GramBatchSteps(params_for([120, 7, 1], X), X, Y, 0.05, 16, seed=2)
-    costs = [float(steps.run(i)) for i in range(40)][::10]
-    np.testing.assert_allclose(costs, want.costs[:4], **CLOSE)
-    mark = steps.mark()
-    steps.run(40)
-    np.testing.assert_allclose(steps.parameters(mark)["W1"], want.parameters["W1"], **CLOSE)
+    kw = dict(learning_rate=0.05, record_every=10, batch_size=16, seed=2, gram=False)
+    seen = []
+    want = fit(X, Y, TrainState(params_for([120, 7, 1], X)), num_iterations=40, **kw)
+    got = fit_on_gram_batches(
+        X, Y, TrainState(params_for([120, 7, 1], X)), num_iterations=40,
+        callback=lambda state, cost: seen.append(state.parameters["W1"]), **kw,
+    )  # fmt: skip
+    np.testing.assert_allclose(got.costs, want.costs, **CLOSE)
+    np.testing.assert_allclose(got.parameters["W1"], want.parameters["W1"], **CLOSE)
+    assert len(seen) == 4
+    half = fit_on_gram_batches(X, Y, TrainState(params_for([120, 7, 1], X)),
+                               num_iterations=20, **kw)  # fmt: skip
+    rest = fit_on_gram_batches(X, Y, half, num_iterations=40, **kw)
+    np.testing.assert_allclose(rest.costs, want.costs, **CLOSE)
+
+
+def test_divergence_keeps_the_ordinary_paths_parameters(fit_on_gram_batches):
+    X, Y = data()
+    kw = dict(learning_rate=0.1, num_iterations=20, record_every=1, batch_size=16, gram=False)
+    errors = []
+    for run_fit in (fit, fit_on_gram_batches):
+        with pytest.raises(DivergenceError) as info, np.errstate(all="ignore"):
+            run_fit(X * 1e150, Y, TrainState(params_for([120, 7, 1], X)), **kw)
+        errors.append(info.value)
+    assert errors[0].iteration == errors[1].iteration
+    for k, v in errors[0].parameters.items():
+        np.testing.assert_allclose(errors[1].parameters[k], v, rtol=1e-9, err_msg=k)
+
+
+def test_float32_stays_close():
+    X64, Y64 = data()
+    X, Y = X64.astype(np.float32), Y64.astype(np.float32)
+    plain = _PlainSteps(params_for([120, 20, 7, 5, 1], X), X, Y, 0.05, 8, seed=3)
+    gram = GramBatchSteps(params_for([120, 20, 7, 5, 1], X), X, Y, 0.05, 8, seed=3)
+    np.testing.assert_allclose(run(gram, 40), run(plain, 40), rtol=1e-5)
+    assert gram.parameters()["W1"].dtype == np.float32
 
 
 class Momentum:

@@ -46,18 +46,23 @@ class _Space:
         self.K = X.T @ X if K is None else K
         self.on_numpy = array_api_compat.is_numpy_array(X)
 
-    def scatter(self, C: Array | None, cols: Array, block: Array) -> Array:
-        """``C`` (None: zeros) plus ``block`` added into columns ``cols``, as a new array."""
+    def scatter(self, C: Array | None, cols: Array, block: Array, sign: float = 1.0) -> Array:
+        """``C`` (None: zeros) plus ``sign * block`` in columns ``cols``, as a new array."""
         if self.on_numpy:
             out = np.zeros((block.shape[0], self.m), block.dtype) if C is None else C.copy()
-            out[:, cols] += block  # the columns of a batch are distinct
+            if sign > 0:
+                out[:, cols] += block  # the columns of a batch are distinct
+            else:
+                out[:, cols] -= block
             return out
         xp = self.xp
         onehot = xp.astype(
             xp.reshape(cols, (-1, 1)) == xp.reshape(xp.arange(self.m), (1, -1)), block.dtype
         )
         embedded = block @ onehot  # exact: one 1.0 per column, zeros elsewhere
-        return embedded if C is None else C + embedded
+        if C is None:
+            return embedded if sign > 0 else -embedded
+        return C + embedded if sign > 0 else C - embedded
 
 
 class Span:
@@ -121,7 +126,9 @@ class Span:
     def __sub__(self, other: Any) -> Span:
         if not isinstance(other, Span):
             return NotImplemented
-        return self + (-other)  # negation is exact: a + (-b) rounds as a - b
+        # a - b rounds as a + (-b); subtracting directly saves negating b's arrays.
+        return Span(self.space, self.alpha - other.alpha, self.P - other.P,
+                    *_add(self, other, sign=-1.0))  # fmt: skip
 
     def zeros_like(self) -> Span:
         """The zero span (an optimizer's initial velocity)."""
@@ -140,17 +147,21 @@ class Span:
                 "P": self.P}  # fmt: skip
 
 
-def _add(a: Span, b: Span) -> tuple[Array | None, Array | None, Array | None]:
-    """(C, cols, block) of ``a + b``: blocks on the same columns stay blocks."""
+def _add(a: Span, b: Span, sign: float = 1.0) -> tuple[Array | None, Array | None, Array | None]:
+    """(C, cols, block) of ``a + sign * b``: blocks on the same columns stay blocks."""
     if a.block is not None and b.block is not None and a.cols is b.cols:
-        return None, a.cols, a.block + b.block
+        return None, a.cols, (a.block + b.block if sign > 0 else a.block - b.block)
     if b.block is not None:
-        return a.space.scatter(a.dense(), b.cols, b.block), None, None
+        return a.space.scatter(a.dense(), b.cols, b.block, sign), None, None
     if a.block is not None:
-        return _add(b, a)
-    if a.C is None or b.C is None:
-        return (b.C if a.C is None else a.C), None, None
-    return a.C + b.C, None, None
+        if sign > 0:
+            return _add(b, a)
+        return a.space.scatter(None if b.C is None else -b.C, a.cols, a.block), None, None
+    if b.C is None:
+        return a.C, None, None
+    if a.C is None:
+        return (b.C if sign > 0 else -b.C), None, None
+    return (a.C + b.C if sign > 0 else a.C - b.C), None, None
 
 
 class SGD:
