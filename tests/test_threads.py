@@ -62,6 +62,8 @@ def test_machine_readings(tmp_path):
     loadavg = tmp_path / "loadavg"
     loadavg.write_text("1.20 0.80 0.50 3/412 12345\n")
     assert threads.runnable_tasks(loadavg) == 3
+    loadavg.write_text("garbage\n")
+    assert threads.runnable_tasks(loadavg) is None
     assert threads.runnable_tasks(tmp_path / "missing") is None
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("150000 100000\n")
@@ -83,6 +85,11 @@ def test_other_load_discounts_this_process_and_its_ranks(monkeypatch):
     assert threads.other_load(ranks=1, cores=4) == 3
     assert threads.other_load(ranks=3, cores=4) == 1
     assert threads.other_load(ranks=1, cores=2) == 1  # scaled to our 2 of the 4 CPUs
+    readings = iter([5, 9, 4])  # a short task in the second reading; one of ours in the third
+    own = iter([2, 2, 3])
+    monkeypatch.setattr(threads, "runnable_tasks", lambda: next(readings))
+    monkeypatch.setattr(threads, "own_running_threads", lambda: next(own))
+    assert threads.other_load(ranks=1, cores=4) == 1
     monkeypatch.setattr(threads, "runnable_tasks", lambda: None)
     assert threads.other_load() == 0
 

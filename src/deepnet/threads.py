@@ -13,8 +13,8 @@ The policy (:func:`plan`), evaluated once when a run starts:
    ``cores // N`` of them, at least one.
 4. A consumer thread of this process (the streaming read-ahead) takes one core of that share.
 5. Other processes: the tasks runnable right now on the machine (``/proc/loadavg``'s 4th
-   field, the least of three readings, so that a short-lived task is not counted), less this
-   process's own running threads and the other local ranks, are cores already taken;
+   field, less this process's own running threads and the other local ranks; the least of
+   three readings, so that a short-lived task is not counted) are cores already taken;
    they come off the node's total before it is shared out. The 1-minute load average is
    not used to decide: it lags a minute behind and counts this process's own past threads.
 
@@ -34,6 +34,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from deepnet.errors import InputError
 
 #: Settings a user makes for the BLAS or OpenMP threads; any one of them turns the policy off.
 USER_VARS = (
@@ -99,12 +101,11 @@ def local_ranks(env: Mapping[str, str] | None = None) -> int:
 
 
 def runnable_tasks(path: Path = Path("/proc/loadavg")) -> int | None:
-    """Tasks runnable on the machine right now (the least of three readings), or None."""
+    """Tasks runnable on the machine right now (``/proc/loadavg``'s 4th field), or None."""
     try:
-        readings = [int(path.read_text().split()[3].split("/")[0]) for _ in range(3)]
+        return int(path.read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    return min(readings)
 
 
 def own_running_threads(task_dir: Path = Path("/proc/self/task")) -> int:
@@ -121,16 +122,21 @@ def own_running_threads(task_dir: Path = Path("/proc/self/task")) -> int:
     return max(1, running)
 
 
-def other_load(ranks: int = 1, cores: int | None = None) -> int:
+def other_load(ranks: int = 1, cores: int | None = None, readings: int = 3) -> int:
     """Cores other processes keep busy now: runnable tasks not ours nor our sibling ranks'.
 
-    When the machine has more CPUs than this process may use, the count is scaled to our
-    share of them (the runnable tasks are counted machine-wide).
+    The least of ``readings`` paired readings (machine, then this process's own threads),
+    so that a short-lived task, or our own BLAS threads spinning down after a product, are
+    not counted. When the machine has more CPUs than this process may use, the count is
+    scaled to our share of them (the runnable tasks are counted machine-wide).
     """
-    runnable = runnable_tasks()
-    if runnable is None:
-        return 0
-    others = max(0, runnable - own_running_threads() - (ranks - 1))
+    counts = []
+    for _ in range(readings):
+        runnable = runnable_tasks()
+        if runnable is None:
+            return 0
+        counts.append(runnable - own_running_threads() - (ranks - 1))
+    others = max(0, min(counts))
     total = os.cpu_count() or 1
     cores = usable_cores() if cores is None else cores
     if total > cores:
@@ -162,8 +168,6 @@ def plan(
     own = env.get(OWN_VAR, "").strip()
     if own:
         if not own.isdigit() or int(own) < 1:
-            from deepnet.errors import InputError  # noqa: PLC0415
-
             raise InputError(f"{OWN_VAR} must be a positive integer, got {own!r}")
         return ThreadPlan(int(own), f"{OWN_VAR}={own}")
     set_by_user = [name for name in USER_VARS if env.get(name, "").strip()]
