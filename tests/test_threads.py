@@ -110,3 +110,10 @@ def test_blas_info_names_the_library():
     assert info["library"] and info["version"]
     assert isinstance(info["threads"], int) and info["threads"] >= 1
     assert info["policy"]["threads"] == 2
+
+
+def test_describe_is_one_line():
+    line = threads.describe(threads.blas_info(threads.ThreadPlan(1, "1 usable core")))
+    assert "\n" not in line and "1 thread(s)" in line and "1 usable core" in line
+    left = threads.describe({"library": "openblas", "threads": 2, "policy": {"threads": None}})
+    assert "left to the BLAS" in left

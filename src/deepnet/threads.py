@@ -218,3 +218,16 @@ def blas_info(decided: ThreadPlan | None = None) -> dict[str, Any]:
     chosen = plan() if decided is None else decided
     out["policy"] = asdict(chosen)
     return out
+
+
+def describe(info: dict[str, Any] | None = None) -> str:
+    """One line for ``deepnet info`` / ``deepnet bench``: the BLAS, its threads, the policy."""
+    info = blas_info() if info is None else info
+    policy = info.get("policy", {})
+    chosen = policy.get("threads")
+    decided = "left to the BLAS" if chosen is None else f"{chosen} thread(s)"
+    return (
+        f"BLAS: {info.get('library') or 'unknown'} {info.get('version') or ''} "
+        f"({info.get('threading_layer') or '?'}), {info.get('threads')} thread(s) now; "
+        f"deepnet's policy: {decided} ({policy.get('reason', '')})"
+    )
