@@ -87,8 +87,13 @@ class Span:
         self.C, self.cols, self.block = C, cols, block
 
     @classmethod
-    def gradient(cls, space: _Space, cols: Array, G: Array) -> Span:
-        """The span of ``G @ X[:, cols].T`` (a batch's dW1): its product is ``G @ K[cols]``."""
+    def gradient(cls, space: _Space, cols: Array | None, G: Array) -> Span:
+        """The span of ``G @ X[:, cols].T`` (a batch's dW1): its product is ``G @ K[cols]``.
+
+        ``cols=None`` is the full batch: every column, in order.
+        """
+        if cols is None:
+            return cls(space, 0.0, G @ space.K, C=G)
         K_B = space.xp.take(space.K, cols, axis=0)
         return cls(space, 0.0, G @ K_B, cols=cols, block=G)
 
@@ -268,9 +273,12 @@ class GramBatchSteps:
     def _span(self, arrays: dict[str, Any]) -> Span:
         return Span(self.space, arrays["alpha"], arrays["P"], C=arrays["C"])
 
-    def _step(self, cols: Array) -> Array:
+    def _step(self, cols: Array | None) -> Array:
         xp = self.xp
-        P_B, Y_B = xp.take(self.W1.P, cols, axis=1), xp.take(self.Y, cols, axis=1)
+        if cols is None:  # full batch
+            P_B, Y_B = self.W1.P, self.Y
+        else:
+            P_B, Y_B = xp.take(self.W1.P, cols, axis=1), xp.take(self.Y, cols, axis=1)
         grads, G, cost = backward_above_input({**self.rest, "W1": None}, P_B, Y_B)
         grads = {key[1:]: g for key, g in grads.items()}
         grads["W1"] = Span.gradient(self.space, cols, G)
@@ -285,7 +293,7 @@ class GramBatchSteps:
         xp, m = self.xp, self.space.m
         batches = self.batch_order(m, self.batch_size, self.seed, iteration)
         if batches is None:
-            return self._step(xp.arange(m))
+            return self._step(None)
         cost = 0.0
         for idx in batches:
             cost = cost + self._step(xp.asarray(idx)) * (len(idx) / m)
