@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from deepnet.backend import array_namespace
-from deepnet.errors import DivergenceError
-from deepnet.gram_batches import GramBatchSteps, Span, pays, supports
+from deepnet.errors import DivergenceError, InputError
+from deepnet.gram_batches import GramBatchSteps, Span, pays, supports, use
 from deepnet.initialization import draw_parameters
 from deepnet.step import backward_above_input
 from deepnet.training import TrainState, _PlainSteps, batch_order, fit, like, take_columns
@@ -178,6 +178,17 @@ def test_spans_refuse_what_is_not_linear():
     assert not supports(type("Adam", (), {})())
     assert not supports(None, input_dropout=True)
     assert supports(None) and supports(Momentum(0.1))
+
+
+def test_use_decides_like_fit_should():
+    X = np.zeros((12288, 209))
+    assert use(None, X, 64, 20, 100)
+    assert not use(None, X, 64, 20, 1)
+    assert not use(False, X, 64, 20, 100)
+    assert use(True, X, 64, 20, 1)
+    assert not use(None, X, 64, 20, 100, type("Adam", (), {})())
+    with pytest.raises(InputError, match="linear in the gradients"):
+        use(True, X, 64, 20, 100, input_dropout=True)
 
 
 def test_pays_where_the_examples_fit_in_k():

@@ -32,6 +32,7 @@ import array_api_compat
 import numpy as np
 
 from deepnet.backend import array_namespace
+from deepnet.errors import InputError
 from deepnet.step import backward_above_input, in_course_order, input_product
 
 Array = Any
@@ -214,6 +215,34 @@ def pays(m: int, n_x: int, n1: int, batch: int | None, iterations: int) -> bool:
     mine = 2 * n1 * m * m + 8 * n1 * m * batches
     once = 2 * m * n_x * (m + 2 * n1)
     return iterations * (ordinary - mine) >= 2 * once
+
+
+def use(
+    gram: bool | None,
+    X: Array,
+    batch_size: int | None,
+    n1: int,
+    iterations: int,
+    optimizer: Any = None,
+    *,
+    input_dropout: bool = False,
+) -> bool:
+    """fit's decision: None is automatic (where valid and paying, not on a GPU, where it is
+    unmeasured), True insists (an InputError where it cannot apply), False refuses."""
+    if gram is None:
+        n_x, m = X.shape
+        on_gpu = array_api_compat.is_cupy_array(X)
+        return (
+            not on_gpu
+            and supports(optimizer, input_dropout=input_dropout)
+            and pays(m, n_x, n1, batch_size, iterations)
+        )
+    if gram and not supports(optimizer, input_dropout=input_dropout):
+        raise InputError(
+            "gram=True needs an update linear in the gradients (gradient descent, momentum, "
+            "L2, learning-rate decay) and no dropout on the input; use gram=None or gram=False"
+        )
+    return bool(gram)
 
 
 @dataclass
