@@ -8,7 +8,7 @@ import pytest
 
 from deepnet.backend import array_namespace
 from deepnet.errors import DivergenceError, InputError
-from deepnet.gram_batches import GramBatchSteps, Span, pays, supports, use
+from deepnet.gram_batches import GramBatchState, GramBatchSteps, Span, pays, supports, use
 from deepnet.initialization import draw_parameters
 from deepnet.step import backward_above_input
 from deepnet.training import TrainState, _PlainSteps, batch_order, fit, like, take_columns
@@ -152,6 +152,12 @@ def test_momentum_l2_and_decay_drive_it(backend, host):
         np.testing.assert_allclose(host(gram.parameters()[k]), host(v), **CLOSE, err_msg=k)
 
 
+def copy_tree(tree):
+    if isinstance(tree, dict):
+        return {k: copy_tree(v) for k, v in tree.items()}
+    return np.array(tree) if isinstance(tree, np.ndarray) else tree
+
+
 @pytest.mark.parametrize("optimizer", [None, Momentum(0.05)], ids=["sgd", "momentum"])
 def test_resume_is_bit_identical(optimizer):
     X, Y = data()
@@ -159,8 +165,12 @@ def test_resume_is_bit_identical(optimizer):
     want = run(whole, 30)
     half = GramBatchSteps(params_for([120, 7, 1], X), X, Y, 0.05, 16, 5, optimizer)
     first = run(half, 15)
-    # Through a host round trip, as a checkpoint file would store it.
+    # Through copies, as a checkpoint file would store and load it.
     saved = half.state()
+    saved = GramBatchState(
+        np.array(saved.W1_start), copy_tree(saved.W1), copy_tree(saved.rest),
+        copy_tree(saved.optimizer), saved.steps,
+    )  # fmt: skip
     resumed = GramBatchSteps({}, X, Y, 0.05, 16, 5, optimizer, resume=saved)
     assert first + run(resumed, 30, start=15) == want
     for k, v in whole.parameters().items():
