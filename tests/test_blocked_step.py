@@ -30,6 +30,16 @@ def test_same_step_as_train_step(backend, host, dims, block):
         np.testing.assert_allclose(host(got[k]), host(v), rtol=1e-11, atol=1e-14, err_msg=k)
 
 
+def test_one_block_is_train_step_bit_for_bit():
+    X, Y = data()
+    params = like(draw_parameters([300, 20, 7, 5, 1], "lecun", 1), X)
+    want, want_cost = train_step(params, X, Y, 0.05)
+    got, cost = blocked_train_step(params, X, Y, 0.05, block=X.shape[1])
+    assert float(cost) == float(want_cost)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
 def test_float32_and_row_major_inputs():
     X64, Y64 = data()
     for X in (X64.astype(np.float32), np.ascontiguousarray(X64)):

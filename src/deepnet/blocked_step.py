@@ -53,15 +53,15 @@ def blocked_train_step(
 
     Same contract as :func:`deepnet.training.train_step`: returns (new parameters, the
     cost before the step as a 0-d array). ``block`` examples at a time (default:
-    :func:`default_block`); a block of at least m is ``train_step``'s arithmetic.
+    :func:`default_block`); a block of at least m is ``train_step``'s arithmetic, bit for bit.
     """
     xp = array_namespace(X, Y)
     n_x, m = X.shape
     if block is None:
         block = default_block(n_x, 8 if X.dtype == xp.float64 else 4)
     W1 = parameters["W1"]
-    in_place = array_api_compat.is_numpy_array(X)  # NumPy: accumulate dW1 without temporaries
-    dW1 = buffer = None
+    in_place = array_api_compat.is_numpy_array(X)  # NumPy: accumulate without temporaries
+    step = buffer = None  # the sum of (lr * G1_b) @ X_b.T: W1's whole change
     sums: dict[str, Array] = {}
     cost = None
     for start in range(0, m, block):
@@ -71,14 +71,15 @@ def blocked_train_step(
         cost = c if cost is None else cost + c
         for key, g in grads.items():
             sums[key] = g if key not in sums else sums[key] + g
-        if dW1 is None:
-            dW1 = G @ Xb.T
+        # As train_step: the small G1 is scaled, not the n1 x n_x product.
+        if step is None:
+            step = (learning_rate * G) @ Xb.T
         elif in_place:
-            buffer = np.empty_like(dW1) if buffer is None else buffer
-            np.matmul(G, Xb.T, out=buffer)
-            dW1 += buffer
+            buffer = np.empty_like(step) if buffer is None else buffer
+            np.matmul(learning_rate * G, Xb.T, out=buffer)
+            step += buffer
         else:
-            dW1 = dW1 + G @ Xb.T
+            step = step + (learning_rate * G) @ Xb.T
     updated = {key[1:]: parameters[key[1:]] - learning_rate * g for key, g in sums.items()}
-    updated["W1"] = W1 - learning_rate * dW1
+    updated["W1"] = W1 - step
     return in_course_order(updated), cost
