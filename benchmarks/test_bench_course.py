@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import statistics
 import subprocess
 import sys
@@ -53,11 +54,23 @@ def course_data() -> tuple[str, np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def thread_limit(n: int | None) -> Iterator[None]:
-    """Hold every BLAS and OpenMP pool (NumPy's and PyTorch's) to ``n`` threads."""
-    if n is None:
+def own_threads(n: int) -> Iterator[None]:
+    """``DEEPNET_BLAS_THREADS=n`` for the body: deepnet's thread policy, once fit applies it,
+    uses exactly ``n`` (instead of deciding from the machine's load)."""
+    before = os.environ.get(threads.OWN_VAR)
+    os.environ[threads.OWN_VAR] = str(n)
+    try:
         yield
-        return
+    finally:
+        if before is None:
+            del os.environ[threads.OWN_VAR]
+        else:
+            os.environ[threads.OWN_VAR] = before
+
+
+@contextlib.contextmanager
+def thread_limit(n: int) -> Iterator[None]:
+    """Hold every BLAS and OpenMP pool (NumPy's and PyTorch's) to ``n`` threads."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     torch = sys.modules.get("torch")
@@ -65,7 +78,7 @@ def thread_limit(n: int | None) -> Iterator[None]:
     try:
         if torch is not None:
             torch.set_num_threads(n)
-        with threadpool_limits(limits=n):
+        with threadpool_limits(limits=n), own_threads(n):
             yield
     finally:
         if torch is not None:
@@ -231,7 +244,10 @@ def spin_loop() -> Iterator[None]:
 @pytest.mark.parametrize("policy", ["deepnet", "blas_default"])
 @pytest.mark.parametrize("workload", ["bench_step", "run_2500"])
 def test_another_process(benchmark, workload, policy) -> None:
-    """Quiet, then with a spin loop: the slowdown a user sees when the machine is shared."""
+    """Quiet, then with a spin loop: the slowdown a user sees when the machine is shared.
+
+    Run it without OMP/OPENBLAS/MKL_NUM_THREADS set: they turn the policy off.
+    """
     source, X64, Y64 = course_data()
     if workload == "bench_step":
         params = like(draw_parameters(DIMS, "lecun", 1), X64)
@@ -248,8 +264,11 @@ def test_another_process(benchmark, workload, policy) -> None:
         examples, rounds = X64.shape[1] * 2500, ROUNDS
 
     def policy_threads() -> contextlib.AbstractContextManager:
-        """The thread policy, decided once when the phase starts (as a run decides it)."""
-        return threads.blas_threads() if policy == "deepnet" else contextlib.nullcontext()
+        """The thread policy, decided once when the phase starts (as a run decides it); or
+        the BLAS's own count, pinned so that a fit applying the policy keeps it too."""
+        if policy == "deepnet":
+            return threads.blas_threads()
+        return own_threads(threads.blas_info()["threads"] or 1)
 
     with policy_threads():
         work()
