@@ -20,6 +20,7 @@ import pytest
 
 from deepnet.backend import cuda_available, synchronize, to_device
 from deepnet.peers import torch_available, torch_cuda_available
+from deepnet.threads import blas_info
 
 N_X = 12288
 MODELS = {"4-layer": (N_X, 20, 7, 5, 1), "2-layer": (N_X, 7, 1)}
@@ -60,6 +61,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "big" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Put NumPy's BLAS (library, version, threads) and the thread policy in the JSON."""
+    machine_info["blas"] = blas_info()
+    machine_info["thread_settings"] = {
+        name: os.environ.get(name)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
+    machine_info["loadavg"] = os.getloadavg()
 
 
 def need_device(device: str) -> None:
@@ -154,6 +165,7 @@ def measure(
 
     n = rounds if rounds is not None else timed_rounds(call)
     benchmark.extra_info.update(info, examples=examples, device=device)
+    benchmark.extra_info.setdefault("blas_threads", blas_info()["threads"])
     benchmark.pedantic(call, rounds=n, iterations=1, warmup_rounds=0)
     stats = benchmark.stats.stats
     benchmark.extra_info["examples_per_s"] = examples / stats.median

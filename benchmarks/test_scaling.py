@@ -38,16 +38,22 @@ def mpiexec() -> str | None:
     return str(here) if here.exists() else None
 
 
-def rank_bench(ranks: int, m: int = BENCH_M, iterations: int = 10) -> dict:
-    """Rank 0's JSON report of ``python -m deepnet.distributed bench`` on ``ranks`` ranks."""
+def rank_bench(ranks: int, m: int = BENCH_M, iterations: int = 10, one_thread: bool = True) -> dict:
+    """Rank 0's JSON report of ``python -m deepnet.distributed bench`` on ``ranks`` ranks.
+
+    ``one_thread=False`` runs as a user would, no thread variables set: the thread policy
+    (``deepnet.threads``), once plugged in, decides each rank's share.
+    """
     launcher = mpiexec()
     if launcher is None:
         pytest.skip("mpiexec not found next to this Python: pip install -e '.[mpi]'")
     cmd = [launcher, "-n", str(ranks), sys.executable, "-m", "deepnet.distributed", "bench",
            "--m", str(m), "--layers", LAYERS, "--iterations", str(iterations)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ONE_THREAD}
     out = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, check=False
-    )
+        cmd, capture_output=True, text=True, env={**env, **ONE_THREAD} if one_thread else env,
+        check=False,
+    )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
     return json.loads(out.stdout)
@@ -63,10 +69,15 @@ def stream_run(path: Path, *, batch_size: int, prefetch: bool, iterations: int =
     return json.loads(out.stdout)
 
 
+@pytest.mark.parametrize("threads", ["one-thread", "as-a-user"])
 @pytest.mark.parametrize("ranks", [1, 2])
-def test_data_parallel_step(benchmark, ranks):
+def test_data_parallel_step(benchmark, ranks, threads):
     """Wall time of a whole ``bench`` run; the per-step breakdown goes to extra_info."""
-    report = benchmark.pedantic(rank_bench, args=(ranks,), rounds=1, iterations=1)
+    benchmark.group = f"data-parallel step, {threads}"
+    report = benchmark.pedantic(
+        rank_bench, args=(ranks,), kwargs={"one_thread": threads == "one-thread"}, rounds=1,
+        iterations=1,
+    )  # fmt: skip
     benchmark.extra_info.update(report)
     assert report["ranks"] == ranks
 
