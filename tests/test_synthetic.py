@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -16,9 +17,13 @@ from deepnet.kernels import accuracy, predict
 from deepnet.training import L_layer_model
 
 # sha256 of images + labels: regenerate only with a new synthetic.VERSION (the cache key).
+# A recorded cost may exceed the one before by at most this (the course's own run rises by
+# 0.023 once, at iteration 900; this set's default run never rises).
+RISE_TOLERANCE = 0.005
+
 PINNED = {
-    "train": "f5e873a2d829e6a6f805261040060a97122b9b3fb02b33cc8d54e0c14c92ee4f",
-    "test": "dd49bc498307e189e3a807535f63f9f6a49f94aff2ff27f227df914f3ca1cb22",
+    "train": "e22128e9e93318e52f93e608c025e3cf6eab6b481a3cd5c5817bfe0f3024cb11",
+    "test": "337452baf0e2f76a161a67ba5152861a85afe25f29838a42c6832d4bd42f0d47",
 }
 
 
@@ -81,14 +86,24 @@ def test_cache_is_reused_and_repaired(tmp_path: Path, monkeypatch):
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_short_training_run_clearly_beats_chance(synthetic_dir: Path):
+def test_the_default_run_learns_smoothly_to_the_course_s_accuracy(synthetic_dir: Path):
+    """`deepnet train` without data: the course's network, rate and length, on this set.
+
+    The cost falls at every record (no jumps a newcomer would take for a bug), and the
+    accuracies land where the course's own run lands (0.985 train, 0.8 test), not at 1.0.
+    """
     data = load_dataset(synthetic_dir)
-    X, X_test = data.train_x.astype(np.float32), data.test_x.astype(np.float32)
+    start = time.perf_counter()
     parameters, costs = L_layer_model(
-        X, data.train_y, [N_FEATURES, 8, 4, 1], num_iterations=300, dtype="float32"
+        data.train_x, data.train_y, [N_FEATURES, 20, 7, 5, 1], num_iterations=2500
     )
+    assert time.perf_counter() - start < 120, "the full-batch Gram path should take seconds"
+    assert len(costs) == 25 and costs[0] > 0.65
+    rises = np.diff(costs)
+    assert rises.max() <= RISE_TOLERANCE, f"cost rose by {rises.max():.4f}: {costs}"
+    assert costs[-1] < 0.2
+    train_accuracy = accuracy(predict(data.train_x, None, parameters), data.train_y)
+    test_accuracy = accuracy(predict(data.test_x, None, parameters), data.test_y)
+    assert train_accuracy >= 0.95
     majority = max(data.test_y.mean(), 1 - data.test_y.mean())  # 0.66: always saying "cat"
-    test_accuracy = accuracy(predict(X_test, None, parameters), data.test_y)
-    assert costs[-1] < costs[0] - 0.3
-    assert accuracy(predict(X, None, parameters), data.train_y) >= 0.9
-    assert test_accuracy >= 0.8 and test_accuracy >= majority + 0.12
+    assert 0.7 <= test_accuracy <= 0.86 and test_accuracy >= majority + 0.06, test_accuracy

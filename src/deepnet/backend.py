@@ -19,6 +19,7 @@ import array_api_compat
 import numpy as np
 
 from deepnet.errors import DeviceError
+from deepnet.install import install_hint
 
 DEVICES = ("cpu", "cuda")
 ENV_VAR = "DEEPNET_DEVICE"
@@ -28,8 +29,8 @@ _context_device: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 _INSTALL_HINT = (
-    "install CuPy for your CUDA driver with pip install 'deepnet[cuda12]' (CUDA 12.x) "
-    "or 'deepnet[cuda13]' (CUDA 13.x), or use device='cpu' / DEEPNET_DEVICE=cpu"
+    f"install CuPy for your CUDA driver with {install_hint('cuda12')} (CUDA 12.x; cuda13 for "
+    "CUDA 13.x), or use device='cpu' / DEEPNET_DEVICE=cpu"
 )
 _GPU_HINT = (
     "check that `nvidia-smi` lists a GPU (in Docker: `docker run --gpus all ...`), "

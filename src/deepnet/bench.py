@@ -22,6 +22,7 @@ import numpy as np
 from deepnet.backend import cuda_available, synchronize, to_device
 from deepnet.fastpath import GramSteps
 from deepnet.initialization import check_layer_dims, draw_parameters
+from deepnet.install import install_hint
 from deepnet.peers import TorchStep, course_step, torch_available, torch_cuda_available
 from deepnet.training import like, train_step
 
@@ -212,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1, --warmup >= 0 and every size >= 1")
     devices = args.devices or (["cpu", "cuda"] if cuda_available() else ["cpu"])
     if "cuda" in devices and not cuda_available():
-        parser.error(
-            "--devices cuda: no usable CUDA GPU (needs CuPy: pip install 'deepnet[cuda12]')"
-        )
+        parser.error(f"--devices cuda: no usable CUDA GPU (needs CuPy: {install_hint('cuda12')})")
     rows = [
         measure_row(
             layers, device, dtype, m, warmup=args.warmup, repeats=args.repeats, peers=args.peers

@@ -28,6 +28,7 @@ from deepnet.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_ch
 from deepnet.data import N_FEATURES, Dataset, data_dir, load_cat_data, load_picture, preprocess
 from deepnet.errors import DeepnetError, DivergenceError, InputError, ModelFileError
 from deepnet.initialization import INITS, check_layer_dims
+from deepnet.install import install_hint
 from deepnet.kernels import predict_proba
 from deepnet.model_io import Model, load_model, save_model
 from deepnet.training import DTYPES, TrainState, train
@@ -890,7 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--distributed",
         action="store_true",
         help="data-parallel full batch over MPI ranks: mpiexec -n N deepnet train --distributed "
-        "(needs pip install -e '.[mpi]'); the costs are the single-process ones",
+        f"(needs {install_hint('mpi')}); the costs are the single-process ones",
     )
     train.add_argument(
         "--progress",

@@ -44,6 +44,7 @@ from deepnet.backend import array_namespace, to_numpy
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
+from deepnet.install import install_hint
 from deepnet.kernels import num_layers
 from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
 from deepnet.training import DTYPES, TrainState, _check_finite, prepare
@@ -67,7 +68,7 @@ def mpi() -> ModuleType:
     except ImportError as exc:
         raise DistributedError(
             f"distributed training needs mpi4py and an MPI library ({exc}); install both "
-            "from PyPI with pip install 'deepnet[mpi]' (mpi4py + mpich), or build mpi4py "
+            f"from PyPI with {install_hint('mpi')} (mpi4py + mpich), or build mpi4py "
             "against your cluster's MPI with pip install --no-binary mpi4py mpi4py"
         ) from None
     return MPI

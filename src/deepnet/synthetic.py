@@ -5,10 +5,14 @@ labels, ``list_classes = [b'non-cat', b'cat']``, the same class balance), writte
 HDF5 layout so :mod:`deepnet.data` reads it like the real thing. Its files carry the
 attribute ``deepnet_synthetic = True``, so whatever reads them says it is synthetic.
 
-The pictures are drawn shapes on noisy gradient backgrounds, with distractor boxes in every
-picture. A "cat" is a face with two pointed ears and two eyes; a "non-cat" is a ball, a box
-or a house. Colour helps (most cats are warm-coloured) but does not decide: some cats are
-grey and some balls are orange, so a model has to pick up the ears and eyes too. Generation
+The pictures are drawn shapes on noisy, darkish gradient backgrounds, with distractor boxes
+in many pictures. A "cat" is a face with two pointed ears and two eyes; a "non-cat" is a
+ball, a box or a house, each placed a few pixels off centre. Colour helps (cats are more
+often warm-coloured) but does not decide: grey cats and orange non-cats are common, so a
+model has to pick up the ears and eyes too. The set is about as hard as the course's: its
+default run (the course's network, learning rate and 2500 iterations) lowers the cost at
+every record and ends near the course's accuracies (train 1.0, test 0.78; the course: 0.985,
+0.8), which tests/test_synthetic.py checks. Generation
 uses only NumPy's legacy ``RandomState`` (whose stream NumPy keeps fixed) and exactly rounded
 arithmetic, so the set is the same bytes on every machine.
 """
@@ -32,28 +36,30 @@ from deepnet.data import (
 from deepnet.errors import DataError
 from deepnet.fileio import atomic_write
 
-VERSION = 1  # bump whenever the pictures change: the cache folder is named after it
+VERSION = 2  # bump whenever the pictures change: the cache folder is named after it
 SEED = 20_240_613
 SPLITS = {"train": (209, 72), "test": (50, 33)}  # (pictures, cats): the course's counts
 CLASSES = (b"non-cat", b"cat")
 
 _SIZE = IMAGE_SHAPE[0]
-_JITTER = (3, 2)  # how far (pixels) the subject's centre wanders from (32, 36)
-_NOISE = 8.0  # pixel noise, standard deviation
+_JITTER = (8, 6)  # how far (pixels) the subject's centre wanders from (32, 36)
+_NOISE = 25.0  # pixel noise, standard deviation
+_SHADE = (20, 140)  # background grey levels (pixel mean 0.34; the course's photos: 0.40)
 _rows, _cols = np.mgrid[0:_SIZE, 0:_SIZE].astype(np.float64)
-# (colour, weight): cats are mostly warm, and sometimes grey like the non-cats' palette.
+# (colour, weight): cats are more often warm, non-cats more often cool, but grey cats and
+# orange non-cats are common, so colour alone gets many pictures wrong.
 _CAT_COLOURS = [
     ((225, 140, 60), 4),
     ((150, 100, 60), 3),
     ((235, 205, 150), 2),
-    ((110, 110, 115), 1),
+    ((110, 110, 115), 4),
 ]
 _OTHER_COLOURS = [
     ((60, 90, 200), 3),
     ((70, 170, 80), 3),
     ((140, 70, 170), 2),
     ((110, 110, 115), 2),
-    ((225, 140, 60), 1),
+    ((225, 140, 60), 3),
 ]
 
 
@@ -156,7 +162,7 @@ def _box(x0: float, y0: float, w: float, h: float) -> np.ndarray:
 
 def _background(rng: np.random.RandomState) -> np.ndarray:
     # Muted backgrounds: a grey level with a mild tint, so the subject stands out.
-    start, end = rng.uniform(50, 200, size=(2, 1)) + rng.uniform(-25, 25, size=(2, 3))
+    start, end = rng.uniform(*_SHADE, size=(2, 1)) + rng.uniform(-25, 25, size=(2, 3))
     dx, dy = rng.uniform(-1, 1, size=2)
     t = (dx * _cols + dy * _rows) / (_SIZE * (abs(dx) + abs(dy)) + 1e-9) + 0.5
     canvas = start + (end - start) * t[..., None]
