@@ -161,9 +161,9 @@ BAD = {
         "more than its shape",
     ),
     "larger dims": (dict(meta_change=lambda m: m.update(layer_dims=[12288, 6, 3, 1])), "stored as"),
-    "absurd dims": (  # refused from the headers, without allocating 10**13 floats
+    "absurd dims": (  # refused from layer_dims alone, without allocating 10**13 floats
         dict(meta_change=lambda m: m.update(layer_dims=[12288, 10**9, 3, 1])),
-        "stored as",
+        r"declare 91582.5 GiB of float64 parameters, more than deepnet loads \(2 GiB\)",
     ),
     "preprocessing": (
         dict(meta_change=lambda m: m.update(layer_dims=[100, 5, 3, 1])),
