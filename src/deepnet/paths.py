@@ -174,15 +174,14 @@ def check_outputs(
     the command reads. Raises :class:`OutputError` naming the option, the path and the cause;
     see the module docstring for the rules. Write each output to the returned ``.path``.
     """
-    checked = {label: _check_one(label, str(os.fspath(path)), kind)
-               for label, (path, kind) in outputs.items()}  # fmt: skip
+    resolved = {label: (_resolve(label, os.fspath(path), kind), str(os.fspath(path)), kind)
+                for label, (path, kind) in outputs.items()}  # fmt: skip
     seen: dict[object, str] = {}
-    for label, out in checked.items():
-        key = _identity(out.path)
+    for label, (path, given, _) in resolved.items():
+        key = _identity(path)
         if key in seen:
-            other = seen[key]
             raise OutputError(
-                f"{other} and {label} are the same file ({safe_text(out.path)}); give each "
+                f"{seen[key]} and {label} are the same file ({_shown(given, path)}); give each "
                 "output its own path"
             )
         seen[key] = label
@@ -190,11 +189,13 @@ def check_outputs(
         key = _identity(Path(os.path.realpath(path)))
         if key in seen:
             label = seen[key]
+            out, given, _ = resolved[label]
             raise OutputError(
-                f"{label} {safe_text(checked[label].path)} is {description}, which this command "
-                "reads; deepnet never writes over its inputs: choose another path"
+                f"{label} {_shown(given, out)} is {description}, which this command reads; "
+                "deepnet never writes over its inputs: choose another path"
             )
-    return checked
+    return {label: _check_one(label, given, path, kind)
+            for label, (path, given, kind) in resolved.items()}  # fmt: skip
 
 
 def _identity(path: Path) -> object:
@@ -213,9 +214,19 @@ _SPECIAL = (
 )
 
 
-def _check_one(label: str, given: str, kind: str) -> Output:
+def _shown(given: str, path: Path) -> str:
+    """The path as given, and where it leads when a symlink sends it elsewhere."""
+    if os.path.abspath(given) == str(path):
+        return safe_text(given)
+    return f"{safe_text(given)} (a link to {safe_text(path)})"
+
+
+def _resolve(label: str, given: str | bytes, kind: str) -> Path:
+    """The path to write (symlinks, ``..`` resolved), after the checks on the name itself."""
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
+    if isinstance(given, bytes):
+        given = os.fsdecode(given)
     shown = safe_text(given)
     if not given.strip():
         raise OutputError(f"{label} is empty; give a file name such as runs/model.npz")
@@ -226,7 +237,11 @@ def _check_one(label: str, given: str, kind: str) -> Output:
             f"{label} {shown} names a folder; give a file name inside it, e.g. "
             f"{safe_text(Path(given) / _example(kind))}"
         )
-    path = Path(os.path.realpath(given))  # a symlink's target is what gets replaced
+    return Path(os.path.realpath(given))  # a symlink's target is what gets replaced
+
+
+def _check_one(label: str, given: str, path: Path, kind: str) -> Output:
+    shown = _shown(given, path)
     try:
         info = os.lstat(path)
     except FileNotFoundError:
