@@ -148,6 +148,7 @@ print("peak", peak[0])
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path):
     big = np.repeat(np.repeat(np.stack([cat()] * 3, axis=-1), 100, axis=0), 100, axis=1)
     Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)  # 6400 x 4800, 31 megapixels
