@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,3 +207,24 @@ def test_a_temporary_left_by_kill_9_is_cleaned_by_the_next_write(tmp_path: Path)
     assert len(leftovers) == 1 and leftovers[0].startswith(".run.ckpt.npz.")
     save_model(model(), target)  # the next run's write
     assert [p.name for p in tmp_path.iterdir()] == ["run.ckpt.npz"]
+
+
+def test_special_files_and_folders_are_never_replaced(tmp_path: Path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for path, what in (
+        (Path("/dev/null"), "a special file (device, FIFO or socket)"),
+        (tmp_path / "fifo", "a special file (device, FIFO or socket)"),
+        (tmp_path / "dir", "a folder"),
+    ):
+        with pytest.raises(WriteError, match=f"^cannot write {path}: it is {re.escape(what)}, not"):
+            atomic_write(path, lambda handle: handle.write(b"x"))
+    assert Path("/dev/null").is_char_device() and (tmp_path / "fifo").is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "fifo"]
+
+
+def test_a_symlink_keeps_pointing_at_the_replaced_file(tmp_path: Path):
+    (tmp_path / "real.bin").write_bytes(b"old")
+    os.symlink("real.bin", tmp_path / "link.bin")
+    assert atomic_write(tmp_path / "link.bin", lambda h: h.write(b"new")) == tmp_path / "real.bin"
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "link.bin").read_bytes() == b"new"

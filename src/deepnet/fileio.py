@@ -61,12 +61,17 @@ def atomic_write(
 ) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path``, then move it into place.
 
-    Returns the final path. Missing parent folders are created. If anything fails, the
-    temporary file is removed, any existing file at ``path`` is left untouched, and an
-    ``OSError`` becomes :class:`WriteError` naming ``path`` and the cause (with ``hint``
-    appended when given). Stale temporaries of earlier writes of ``path`` are removed first.
+    Returns the final path. Missing parent folders are created; a symlink's target is
+    replaced, not the link; a folder or special file (device, FIFO, socket) is never replaced.
+    If anything fails, the temporary file is removed, any existing file at ``path`` is left
+    untouched, and an ``OSError`` becomes :class:`WriteError` naming ``path`` and the cause
+    (with ``hint`` appended when given). Stale temporaries of earlier writes of ``path`` are
+    removed first.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    _refuse_special(path, hint)
     folder = path.parent
     clean_stale_temporaries(path)
     try:
@@ -184,6 +189,19 @@ def _create_temporary(path: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def _refuse_special(path: Path, hint: str | None) -> None:
+    """The last line of defence: os.replace would put a regular file in place of a device."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # a new path, or one whose problem the write itself reports
+    if stat.S_ISREG(mode):
+        return
+    what = "a folder" if stat.S_ISDIR(mode) else "a special file (device, FIFO or socket)"
+    message = f"cannot write {path}: it is {what}, not a regular file; deepnet never replaces one"
+    raise WriteError(message + (f"; {hint}" if hint else ""), path, errno.EEXIST)
 
 
 def _write_error(path: Path, exc: OSError, hint: str | None) -> WriteError:
