@@ -154,12 +154,14 @@ class Output:
     path: Path  # the path to write (symlinks resolved: the link's target is replaced)
     kind: str  # "model", "checkpoint" or "png"
     replaces: str | None  # the kind of deepnet file already there, None for a new path
+    given: str = ""  # the path as the user gave it, for messages
 
     @property
     def notice(self) -> str | None:
         """A line for the screen when a model or checkpoint is replaced, else None."""
         if self.replaces in ("model", "checkpoint"):
-            return f"replacing the deepnet {self.replaces} {safe_text(self.path)} ({self.label})"
+            where = safe_text(self.given or self.path)
+            return f"replacing the deepnet {self.replaces} {where} ({self.label})"
         return None
 
 
@@ -180,10 +182,14 @@ def check_outputs(
     for label, (path, given, _) in resolved.items():
         key = _identity(path)
         if key in seen:
-            raise OutputError(
-                f"{seen[key]} and {label} are the same file ({_shown(given, path)}); give each "
-                "output its own path"
+            first = resolved[seen[key]][1]
+            both = (
+                f"{seen[key]} and {label} are the same file ({safe_text(given)})"
+                if first == given
+                else f"{seen[key]} {safe_text(first)} and {label} {safe_text(given)} are the same "
+                f"file ({safe_text(path)})"
             )
+            raise OutputError(f"{both}; give each output its own path")
         seen[key] = label
     for description, path in (inputs or {}).items():
         key = _identity(Path(os.path.realpath(path)))
@@ -245,10 +251,10 @@ def _check_one(label: str, given: str, path: Path, kind: str) -> Output:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        _check_new(label, shown, path)
-        return Output(label, path, kind, None)
+        _check_new(label, shown, path if os.path.islink(given) else Path(given))
+        return Output(label, path, kind, None, given)
     except NotADirectoryError:
-        _check_new(label, shown, path)
+        _check_new(label, shown, Path(given))
         raise AssertionError("unreachable") from None  # _check_new always raises here
     except OSError as exc:
         raise OutputError(f"cannot write {label} {shown}: {_cause(exc)}") from None
@@ -281,7 +287,7 @@ def _check_one(label: str, given: str, path: Path, kind: str) -> Output:
             f"replace it with one: choose another path"
         )
     _check_folder(label, shown, path.parent)
-    return Output(label, path, kind, existing)
+    return Output(label, path, kind, existing, given)
 
 
 _NOUNS = {"model": "model", "checkpoint": "checkpoint", "png": "picture (PNG)"}
@@ -299,7 +305,7 @@ def _check_new(label: str, shown: str, path: Path) -> None:
             info = os.stat(folder)
             break
         except (FileNotFoundError, NotADirectoryError):
-            if folder == folder.parent:
+            if folder == folder.parent or not folder.name:
                 raise OutputError(
                     f"cannot write {label} {shown}: no folder to create it in"
                 ) from None
