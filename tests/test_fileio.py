@@ -138,8 +138,11 @@ def test_a_real_full_disk(tmp_path: Path):
 
 def test_other_write_failures_name_the_file(tmp_path: Path):
     (tmp_path / "FILE").write_text("x")
-    with pytest.raises(WriteError, match=f"^cannot write {tmp_path}/FILE/m.npz: "):
-        save_model(model(), tmp_path / "FILE" / "m.npz")
+    for target in (tmp_path / "FILE" / "m.npz", tmp_path / "FILE" / "sub" / "m.npz"):
+        with pytest.raises(
+            WriteError, match=f"^cannot write {target}: {tmp_path}/FILE is a file, no"
+        ):
+            save_model(model(), target)
     assert (tmp_path / "FILE").read_text() == "x"
 
 

@@ -6,8 +6,10 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -387,3 +389,33 @@ def test_only_regular_files_are_read_as_models(tmp_path: Path):
     with pytest.raises(ModelFileError, match=f"^{tmp_path}: a folder, not a model file$"):
         load_model(tmp_path)
     assert time.monotonic() - began < 10
+
+
+AS_NOBODY = """
+import os, sys
+from deepnet.errors import DeepnetError
+from deepnet.model_io import load_model  # imported as root: the stdlib may be in /root
+os.setgid(65534); os.setuid(65534)
+try:
+    load_model(sys.argv[1])
+except DeepnetError as exc:
+    print(exc)
+"""
+
+
+def test_permission_denied_is_not_called_damaged(saved: Path, request: pytest.FixtureRequest):
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    top = Path(tempfile.mkdtemp(prefix="deepnet-perm-"))  # pytest's tmp_path is private (0700)
+    request.addfinalizer(lambda: shutil.rmtree(top))
+    top.chmod(0o755)
+    saved = Path(shutil.copy(saved, top / "model.npz"))
+    saved.chmod(0o600)
+    if any(not p.stat().st_mode & 0o001 for p in top.parents):
+        pytest.skip("the test folder is not reachable by other users")
+    run = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, str(saved)], capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.strip() == f"{saved}: permission denied (cannot read the model file)", (
+        run.stderr
+    )

@@ -205,6 +205,11 @@ def _refuse_special(path: Path, hint: str | None) -> None:
 
 
 def _write_error(path: Path, exc: OSError, hint: str | None) -> WriteError:
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):  # a parent folder that is a file
+        for folder in path.parents:
+            if folder.exists() and not folder.is_dir():
+                message = f"cannot write {path}: {folder} is a file, not a folder"
+                return WriteError(message + (f"; {hint}" if hint else ""), path, exc.errno)
     cause = _FULL.get(exc.errno) or exc.strerror or str(exc)
     folder = exc.filename if exc.filename and Path(exc.filename) != path else None
     if folder and not str(folder).endswith(".tmp"):

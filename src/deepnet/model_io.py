@@ -142,6 +142,8 @@ def load_model(path: str | os.PathLike) -> Model:
             return _read_model(archive, meta, path)
     except DeepnetError:
         raise
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied (cannot read the model file)") from None
     except _DAMAGED as exc:
         raise ModelFileError(
             f"{path}: not a readable deepnet model file, or damaged/truncated "
