@@ -222,7 +222,7 @@ _SPECIAL = (
 
 def _shown(given: str, path: Path) -> str:
     """The path as given, and where it leads when a symlink sends it elsewhere."""
-    if os.path.abspath(given) == str(path):
+    if not os.path.islink(given):
         return safe_text(given)
     return f"{safe_text(given)} (a link to {safe_text(path)})"
 
@@ -254,8 +254,8 @@ def _check_one(label: str, given: str, path: Path, kind: str) -> Output:
         _check_new(label, shown, path if os.path.islink(given) else Path(given))
         return Output(label, path, kind, None, given)
     except NotADirectoryError:
-        _check_new(label, shown, Path(given))
-        raise AssertionError("unreachable") from None  # _check_new always raises here
+        _check_new(label, shown, path)  # names the ancestor that is a file
+        raise OutputError(f"cannot write {label} {shown}: a folder above it is a file") from None
     except OSError as exc:
         raise OutputError(f"cannot write {label} {shown}: {_cause(exc)}") from None
     if stat.S_ISDIR(info.st_mode):
