@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import to_numpy
-from deepnet.data import IMAGE_SHAPE
+from deepnet.data import IMAGE_SHAPE, MAX_EXPANSION
 from deepnet.errors import DeepnetError, ModelFileError
 from deepnet.fileio import atomic_write
 from deepnet.initialization import check_layer_dims, place
@@ -46,9 +46,8 @@ META_NAME = "deepnet.json"
 MAX_META_BYTES = 1 << 20  # the metadata is a few kilobytes; refuse anything absurd
 _NPY_HEADER_SLACK = 4096  # a .npy member is its data plus a small header
 DTYPES = ("float64", "float32")
-# Trained weights deflate to about their own size; a member that would expand more than this
-# (plus a little, for small members) is a decompression bomb, as in deepnet.data.
-MAX_EXPANSION = 64
+# Trained weights deflate to about their own size; a member that would expand more than
+# MAX_EXPANSION times (deepnet.data's rule for HDF5), plus this, is a decompression bomb.
 EXPANSION_SLACK = 1 << 20
 # The most parameter memory a model file may declare: 2 GiB holds a 12288 x 20000 float64
 # first layer, far beyond the course's networks. Checked from layer_dims before any read.
@@ -135,9 +134,8 @@ def load_model(path: str | os.PathLike) -> Model:
     Raises :class:`ModelFileError` for a missing, truncated, damaged or foreign file.
     """
     path = Path(path)
-    _check_regular(path)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
             meta = _read_meta(archive, path)
             return _read_model(archive, meta, path)
     except DeepnetError:
@@ -318,22 +316,27 @@ def _check_sizes(info: zipfile.ZipInfo, path: Path) -> None:
         )
 
 
-def _check_regular(path: Path) -> None:
-    """A model file must be a regular file: a FIFO or device would block or never end."""
+def _open_regular(path: Path) -> io.BufferedReader:
+    """Open a model file, which must be a regular file: a FIFO or device would block or never
+    end. Opened without blocking, then checked on the open file itself (no swap in between)."""
     try:
-        info = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied (cannot read the model file)") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: a folder, not a model file") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot open the model file ({exc.strerror})") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ModelFileError(f"{path}: a folder, not a model file")
-    if not stat.S_ISREG(info.st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ModelFileError(f"{path}: a folder, not a model file")
         raise ModelFileError(f"{path}: not a regular file (a FIFO, socket or device); not read")
-    if not os.access(path, os.R_OK):
-        raise ModelFileError(f"{path}: permission denied (cannot read the model file)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 class _ConstantError(Exception):
