@@ -254,7 +254,7 @@ def _check_one(label: str, given: str, path: Path, kind: str) -> Output:
         _check_new(label, shown, path if os.path.islink(given) else Path(given))
         return Output(label, path, kind, None, given)
     except NotADirectoryError:
-        _check_new(label, shown, path)  # names the ancestor that is a file
+        _check_new(label, shown, Path(given))  # names the ancestor that is a file
         raise OutputError(f"cannot write {label} {shown}: a folder above it is a file") from None
     except OSError as exc:
         raise OutputError(f"cannot write {label} {shown}: {_cause(exc)}") from None
