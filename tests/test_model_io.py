@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,7 +21,15 @@ from deepnet.backend import cuda_available, namespace_for
 from deepnet.errors import ModelFileError
 from deepnet.initialization import draw_parameters
 from deepnet.kernels import predict_proba
-from deepnet.model_io import META_NAME, Model, load_model, save_model
+from deepnet.model_io import (
+    MAX_PARAMETER_BYTES,
+    META_NAME,
+    Model,
+    check_costs,
+    load_model,
+    parameter_bytes,
+    save_model,
+)
 from deepnet.training import L_layer_model
 
 DIMS = [12288, 5, 3, 1]
@@ -161,9 +174,9 @@ BAD = {
         "more than its shape",
     ),
     "larger dims": (dict(meta_change=lambda m: m.update(layer_dims=[12288, 6, 3, 1])), "stored as"),
-    "absurd dims": (  # refused from the headers, without allocating 10**13 floats
+    "absurd dims": (  # refused from layer_dims alone, without allocating 10**13 floats
         dict(meta_change=lambda m: m.update(layer_dims=[12288, 10**9, 3, 1])),
-        "stored as",
+        r"declare 91582.5 GiB of float64 parameters, more than deepnet loads \(2 GiB\)",
     ),
     "preprocessing": (
         dict(meta_change=lambda m: m.update(layer_dims=[100, 5, 3, 1])),
@@ -228,3 +241,181 @@ def test_saving_a_model_that_does_not_match_its_dims_fails(tmp_path: Path):
     with pytest.raises(ModelFileError, match="W2 has shape"):
         save_model(model, tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# memory caps, recorded costs, class names, special files (issue 13)
+
+BOUNDED_LOAD = """
+import json, resource, sys
+from deepnet.errors import DeepnetError
+from deepnet.model_io import load_model
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+limit = vm_size() + (256 << 20)  # what one load may allocate beyond the imports
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    model = load_model(sys.argv[1])
+    print(json.dumps({"loaded": model.layer_dims}))
+except DeepnetError as exc:
+    print(json.dumps({"refused": str(exc)}))
+except MemoryError:
+    print(json.dumps({"memory": True}))
+"""
+
+
+def bounded_load(path: Path) -> dict:
+    """Load ``path`` in a child process with 256 MiB of address space and 60 s to spare."""
+    run = subprocess.run(
+        [sys.executable, "-c", BOUNDED_LOAD, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def deflated_zero_model(path: Path, hidden: int) -> Path:
+    """An honest model of zero weights, deflated: (hidden x 12288) float64 in a small file."""
+    dims = [12288, hidden, 1]
+    meta = json.loads(zipfile.ZipFile(save_model(make_model(), path)).read(META_NAME))
+    meta.update(layer_dims=dims, activations=["relu", "sigmoid"])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr(META_NAME, json.dumps(meta))
+        for name, shape in (("W1", (hidden, 12288)), ("b1", (hidden, 1)), ("W2", (1, hidden)),
+                            ("b2", (1, 1))):  # fmt: skip
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": "<f8", "fortran_order": False, "shape": shape}
+            )
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                left = int(np.prod(shape)) * 8
+                while left:
+                    member.write(bytes(min(left, 1 << 24)))
+                    left -= min(left, 1 << 24)
+    return path
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_a_deflated_model_cannot_expand_beyond_64_times(tmp_path: Path):
+    path = deflated_zero_model(tmp_path / "zeros.npz", hidden=3000)  # 295 MB declared
+    assert path.stat().st_size < 2 << 20
+    answer = bounded_load(path)
+    assert answer == {
+        "refused": f"{path}: W1.npy would expand from "
+        f"{zipfile.ZipFile(path).getinfo('W1.npy').compress_size} compressed bytes to "
+        f"{3000 * 12288 * 8 + 128}, more than 64 times; refused as a decompression bomb"
+    }
+    # a model of real (random) weights, deflated, still loads within the same limit
+    model = Model(draw_parameters([12288, 100, 1], "lecun", 0), [12288, 100, 1])
+    save_model(model, tmp_path / "real.npz")
+    with (
+        zipfile.ZipFile(tmp_path / "real.npz") as src,
+        zipfile.ZipFile(tmp_path / "deflated.npz", "w", compression=zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    assert bounded_load(tmp_path / "deflated.npz") == {"loaded": [12288, 100, 1]}
+
+
+def test_declared_parameters_are_capped_before_anything_is_read(tmp_path: Path):
+    path = tmp_path / "huge.npz"
+    save_model(make_model(), path)
+    _rewrite(path, meta_change=lambda m: m.update(layer_dims=[12288, 30000, 1],
+                                                  activations=["relu", "sigmoid"]))  # fmt: skip
+    with pytest.raises(ModelFileError, match=r"declare 2.7 GiB of float64 parameters, more than"):
+        load_model(path)
+    assert parameter_bytes([12288, 20, 7, 5, 1], "float64") == 8 * (20 * 12289 + 7 * 21 + 5 * 8 + 6)
+    assert parameter_bytes([12288, 20000, 1], "float64") < MAX_PARAMETER_BYTES  # still loads
+
+
+@pytest.mark.parametrize(
+    ("costs_json", "message"),
+    [
+        ("[0.7, NaN]", "deepnet.json holds NaN, which deepnet never writes"),
+        ("[Infinity]", "deepnet.json holds Infinity, which deepnet never writes"),
+        ("[0.7, -Infinity]", "deepnet.json holds -Infinity"),
+        ("[0.7, 0.6, 1e400]", "recorded cost 2 of 3 is inf; the costs of a deepnet run are finite"),
+    ],
+)
+def test_non_finite_costs_are_refused_on_load(saved: Path, costs_json: str, message: str):
+    with zipfile.ZipFile(saved) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    text = members[META_NAME].decode()
+    start = text.index('"costs": [')
+    members[META_NAME] = (
+        text[:start] + '"costs": ' + costs_json + text[text.index("]", start) + 1 :]
+    ).encode()
+    with zipfile.ZipFile(saved, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ModelFileError, match=f"^{saved}: {re.escape(message)}"):
+        load_model(saved)
+
+
+def test_check_costs_is_the_one_rule_for_checkpoints_too():
+    assert check_costs([1, 0.5], "ckpt") == [1.0, 0.5]
+    with pytest.raises(ModelFileError, match="^ckpt: recorded cost 1 of 2 is nan"):
+        check_costs([0.5, float("nan")], "ckpt")
+    with pytest.raises(ModelFileError, match="^ckpt: costs must be a list of numbers"):
+        check_costs([True], "ckpt")
+
+
+def test_class_names_with_terminal_escape_codes_are_refused(saved: Path, tmp_path: Path):
+    evil = "cat\x1b[2J\x1b]0;owned\x07"
+    _rewrite(saved, meta_change=lambda m: m.update(classes=["non-cat", evil]))
+    with pytest.raises(ModelFileError) as caught:
+        load_model(saved)
+    message = str(caught.value)
+    assert message.startswith(
+        f"{saved}: class name 'cat\\x1b[2J\\x1b]0;owned\\x07' is not a printable"
+    )
+    assert message.isprintable()
+    model = make_model()
+    model.classes = ("non-cat", "cat\n")
+    with pytest.raises(ModelFileError, match="^the model to save: class name 'cat\\\\n'"):
+        save_model(model, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    model.classes = ("pas un chat", "chat \U0001f408")  # any printable text is a name
+    assert load_model(save_model(model, tmp_path / "m.npz")).classes == model.classes
+
+
+def test_only_regular_files_are_read_as_models(tmp_path: Path):
+    os.mkfifo(tmp_path / "fifo.npz")  # nobody writes to it: opening it would block
+    began = time.monotonic()
+    with pytest.raises(ModelFileError, match="fifo.npz: not a regular file"):
+        load_model(tmp_path / "fifo.npz")
+    with pytest.raises(ModelFileError, match=f"^{tmp_path}: a folder, not a model file$"):
+        load_model(tmp_path)
+    assert time.monotonic() - began < 10
+
+
+AS_NOBODY = """
+import os, sys
+from deepnet.errors import DeepnetError
+from deepnet.model_io import load_model  # imported as root: the stdlib may be in /root
+os.setgid(65534); os.setuid(65534)
+try:
+    load_model(sys.argv[1])
+except DeepnetError as exc:
+    print(exc)
+"""
+
+
+def test_permission_denied_is_not_called_damaged(saved: Path, request: pytest.FixtureRequest):
+    if os.getuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    top = Path(tempfile.mkdtemp(prefix="deepnet-perm-"))  # pytest's tmp_path is private (0700)
+    request.addfinalizer(lambda: shutil.rmtree(top))
+    top.chmod(0o755)
+    saved = Path(shutil.copy(saved, top / "model.npz"))
+    saved.chmod(0o600)
+    if any(not p.stat().st_mode & 0o001 for p in top.parents):
+        pytest.skip("the test folder is not reachable by other users")
+    run = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, str(saved)], capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.strip() == f"{saved}: permission denied (cannot read the model file)", (
+        run.stderr
+    )

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from deepnet.errors import DataError, InputError
+from deepnet.pictures import load_picture  # noqa: F401  (moved; kept importable from here)
 
 ENV_VAR = "DEEPNET_DATA"
 FILES = {"train": "train_catvnoncat.h5", "test": "test_catvnoncat.h5"}
@@ -342,30 +343,3 @@ def _class_names(raw: np.ndarray, path: Path) -> tuple[str, str]:
     if any(not n for n in names) or names[0] == names[1]:
         raise DataError(f"{path}: {CLASSES_KEY} must hold two different names, got {_short(names)}")
     return names[0], names[1]
-
-
-def load_picture(path: str | os.PathLike) -> np.ndarray:
-    """Any picture Pillow reads, as the network sees it: (64, 64, 3) uint8 RGB.
-
-    EXIF rotation is applied, transparency and palettes become plain RGB, and the picture is
-    resized (squashed, not cropped) to 64x64 with Pillow's bicubic filter; feed the result
-    to :func:`preprocess` (with a leading axis) for exactly the training preprocessing.
-    """
-    from PIL import Image, ImageOps  # noqa: PLC0415  (only predict needs Pillow)
-
-    try:
-        with Image.open(path) as picture:
-            picture = ImageOps.exif_transpose(picture)
-            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
-                picture = picture.convert("RGBA")
-                backdrop = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-                picture = Image.alpha_composite(backdrop, picture)
-            picture = picture.convert("RGB")
-            small = picture.resize(IMAGE_SHAPE[1::-1], Image.Resampling.BICUBIC)
-            return np.asarray(small, dtype=np.uint8).reshape(IMAGE_SHAPE)
-    except FileNotFoundError:
-        raise InputError(f"{path}: picture not found") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: picture too large to read safely ({exc})") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # UnidentifiedImageError is an OSError
-        raise InputError(f"{path}: cannot read as a picture ({_first_line(exc)})") from None

@@ -23,6 +23,7 @@ import lzma
 import math
 import os
 import reprlib
+import stat
 import tokenize
 import zipfile
 import zlib
@@ -33,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import to_numpy
-from deepnet.data import IMAGE_SHAPE
+from deepnet.data import IMAGE_SHAPE, MAX_EXPANSION
 from deepnet.errors import DeepnetError, ModelFileError
 from deepnet.fileio import atomic_write
 from deepnet.initialization import check_layer_dims, place
+from deepnet.paths import safe_text
 
 FORMAT = "deepnet-model"
 FORMAT_VERSION = 1
@@ -44,6 +46,14 @@ META_NAME = "deepnet.json"
 MAX_META_BYTES = 1 << 20  # the metadata is a few kilobytes; refuse anything absurd
 _NPY_HEADER_SLACK = 4096  # a .npy member is its data plus a small header
 DTYPES = ("float64", "float32")
+# Trained weights deflate to about their own size; a member that would expand more than
+# MAX_EXPANSION times (deepnet.data's rule for HDF5), plus this, is a decompression bomb.
+EXPANSION_SLACK = 1 << 20
+# The most parameter memory a model file may declare: 2 GiB holds a 12288 x 20000 float64
+# first layer, far beyond the course's networks. Checked from layer_dims before any read.
+MAX_PARAMETER_BYTES = 2 << 30
+MAX_CLASS_NAME = 256  # characters; class names are words
+_CHUNK = 16 << 20  # parameters are read in steps of this many bytes
 
 PREPROCESSING = {
     "input": "RGB picture, resized to 64x64 (bicubic)",
@@ -84,6 +94,8 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
 
     if model.dtype not in DTYPES:
         raise ModelFileError(f"cannot save a model of dtype {model.dtype!r}; use one of {DTYPES}")
+    classes = check_class_names(model.classes, "the model to save")
+    costs = check_costs(list(model.costs), "the model to save")
     arrays = {
         k: np.ascontiguousarray(to_numpy(v), dtype=model.dtype) for k, v in model.parameters.items()
     }
@@ -98,10 +110,10 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         "activations": model.activations,
         "dtype": model.dtype,
         "preprocessing": model.preprocessing,
-        "classes": list(model.classes),
+        "classes": list(classes),
         "threshold": 0.5,
         "training": model.training,
-        "costs": [float(c) for c in model.costs],
+        "costs": costs,
     }
     meta_bytes = json.dumps(meta, indent=2, allow_nan=False).encode("utf-8")
 
@@ -122,14 +134,14 @@ def load_model(path: str | os.PathLike) -> Model:
     Raises :class:`ModelFileError` for a missing, truncated, damaged or foreign file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file not found: {path}")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with _open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
             meta = _read_meta(archive, path)
             return _read_model(archive, meta, path)
     except DeepnetError:
         raise
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied (cannot read the model file)") from None
     except _DAMAGED as exc:
         raise ModelFileError(
             f"{path}: not a readable deepnet model file, or damaged/truncated "
@@ -181,10 +193,17 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict:
     if info.file_size > MAX_META_BYTES:
         raise ModelFileError(f"{path}: {META_NAME} is {info.file_size} bytes, far too large")
     try:
-        meta = json.loads(_read_member(archive, info, path).decode("utf-8"))
+        meta = json.loads(
+            _read_member(archive, info, path).decode("utf-8"), parse_constant=_no_constants
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         reason = _short_text(str(exc))
         raise ModelFileError(f"{path}: {META_NAME} is not valid JSON ({reason})") from None
+    except _ConstantError as exc:
+        raise ModelFileError(
+            f"{path}: {META_NAME} holds {exc}, which deepnet never writes; the file was edited "
+            "or is not deepnet's"
+        ) from None
     except RecursionError:  # json recurses once per nesting level: "[[[[..." overflows it
         raise ModelFileError(f"{path}: {META_NAME} is nested too deeply to be ours") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -218,12 +237,8 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
             f"{path}: activations {_short(meta.get('activations'))} are not the course "
             f"network's {_short(expected_activations)}"
         )
-    classes = meta.get("classes")
-    if not (
-        isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) for c in classes)
-    ):
-        raise ModelFileError(f"{path}: classes must be two names, got {_short(classes)}")
-    costs = _costs(meta.get("costs", []), path)
+    classes = check_class_names(meta.get("classes"), str(path))
+    costs = check_costs(meta.get("costs", []), str(path))
     model = meta.get("model", "L-layer")
     if model not in ("L-layer", "two-layer"):
         raise ModelFileError(f"{path}: model {_short(model)} is not L-layer or two-layer")
@@ -240,6 +255,12 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
             f"{dims[0]} inputs per picture"
         )
 
+    declared = parameter_bytes(dims, dtype)
+    if declared > MAX_PARAMETER_BYTES:
+        raise ModelFileError(
+            f"{path}: layer_dims {_short(dims)} declare {declared / 2**30:.1f} GiB of {dtype} "
+            f"parameters, more than deepnet loads ({MAX_PARAMETER_BYTES / 2**30:.0f} GiB)"
+        )
     parameters = {
         name: _read_array(archive, name, shape, dtype, path) for name, shape in _shapes(dims)
     }
@@ -251,7 +272,7 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
     return Model(
         parameters=parameters,
         layer_dims=dims,
-        classes=(classes[0], classes[1]),
+        classes=classes,
         dtype=dtype,
         model=model,
         training=training if isinstance(training, dict) else {},
@@ -269,11 +290,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) ->
     100 kB file) and inflates a member in one call (a deflate bomb); reading exactly the
     declared size, in bounded steps, cannot. The CRC-32 is checked when the end is reached.
     """
-    if info.compress_size > os.path.getsize(path):
-        raise ModelFileError(
-            f"{path}: {info.filename} claims {info.compress_size} bytes, more than the whole "
-            "file; it is damaged or truncated"
-        )
+    _check_sizes(info, path)
     with archive.open(info) as member:
         data = member.read(info.file_size)
         if len(data) != info.file_size or member.read(1):
@@ -284,16 +301,105 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) ->
     return data
 
 
-def _costs(costs: Any, path: Path) -> list[float]:
-    """The recorded costs: a list of numbers that fit a float (JSON ints can be any size)."""
+def _check_sizes(info: zipfile.ZipInfo, path: Path) -> None:
+    """Refuse a member whose sizes are forged or a decompression bomb, before reading it."""
+    if info.compress_size > os.path.getsize(path):
+        raise ModelFileError(
+            f"{path}: {info.filename} claims {info.compress_size} bytes, more than the whole "
+            "file; it is damaged or truncated"
+        )
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else MAX_EXPANSION
+    if info.file_size > ratio * info.compress_size + EXPANSION_SLACK:
+        raise ModelFileError(
+            f"{path}: {info.filename} would expand from {info.compress_size} compressed bytes "
+            f"to {info.file_size}, more than {ratio} times; refused as a decompression bomb"
+        )
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """Open a model file, which must be a regular file: a FIFO or device would block or never
+    end. Opened without blocking, then checked on the open file itself (no swap in between)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {path}") from None
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied (cannot read the model file)") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: a folder, not a model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot open the model file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ModelFileError(f"{path}: a folder, not a model file")
+        raise ModelFileError(f"{path}: not a regular file (a FIFO, socket or device); not read")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+class _ConstantError(Exception):
+    """NaN, Infinity or -Infinity in deepnet.json: json.dumps(allow_nan=False) never writes them."""
+
+
+def _no_constants(name: str) -> Any:
+    raise _ConstantError(name)
+
+
+def parameter_bytes(layer_dims: list[int], dtype: str) -> int:
+    """The bytes of all parameters ``layer_dims`` declare in ``dtype`` (W and b of each layer)."""
+    count = sum(n * (p + 1) for p, n in zip(layer_dims[:-1], layer_dims[1:], strict=False))
+    return count * np.dtype(dtype).itemsize
+
+
+def check_costs(costs: Any, where: str) -> list[float]:
+    """A run's recorded costs as floats: a list of finite numbers, else :class:`ModelFileError`.
+
+    For model files and checkpoints (NaN or Infinity in a checkpoint's costs is refused on
+    load); ``where`` starts the message (the file's path).
+    """
+    values = None
     try:
         if isinstance(costs, list) and all(
             isinstance(c, (int, float)) and not isinstance(c, bool) for c in costs
         ):
-            return [float(c) for c in costs]
+            values = [float(c) for c in costs]
     except OverflowError:
         pass
-    raise ModelFileError(f"{path}: costs must be a list of numbers, got {_short(costs)}")
+    if values is None:
+        raise ModelFileError(f"{where}: costs must be a list of numbers, got {_short(costs)}")
+    bad = [i for i, c in enumerate(values) if not math.isfinite(c)]
+    if bad:
+        raise ModelFileError(
+            f"{where}: recorded cost {bad[0]} of {len(values)} is {values[bad[0]]}; the costs "
+            "of a deepnet run are finite numbers (the file was edited or damaged)"
+        )
+    return values
+
+
+def check_class_names(classes: Any, where: str) -> tuple[str, str]:
+    """Two different, non-empty, printable class names of at most 256 characters.
+
+    Names with control characters (terminal escape codes, newlines) are refused, so that
+    ``evaluate`` and ``predict`` never print them; :func:`deepnet.paths.safe_text` shows one.
+    """
+    if not (
+        isinstance(classes, (list, tuple))
+        and len(classes) == 2
+        and all(isinstance(c, str) for c in classes)
+    ):
+        raise ModelFileError(f"{where}: classes must be two names, got {_short(classes)}")
+    for name in classes:
+        if not name or len(name) > MAX_CLASS_NAME or not name.isprintable():
+            raise ModelFileError(
+                f"{where}: class name {safe_text(_short(name))} is not a printable name of 1 to "
+                f"{MAX_CLASS_NAME} characters (control characters such as terminal escape codes "
+                "are refused)"
+            )
+    if classes[0] == classes[1]:
+        raise ModelFileError(f"{where}: classes must be two different names, got {_short(classes)}")
+    return classes[0], classes[1]
 
 
 def _read_array(
@@ -311,27 +417,46 @@ def _read_array(
             f"{path}: parameter {name} takes {info.file_size} bytes, more than its shape "
             f"{shape} needs ({data_bytes})"
         )
-    raw = _read_member(archive, info, path)
-    buffer = io.BytesIO(raw)
-    try:
-        stored_shape, fortran, stored_dtype = _npy_header(buffer, path, name)
-    except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, TypeError) as exc:
-        # NumPy parses the header (a Python literal, never evaluated) and reports a damaged
-        # one with any of these; the fuzz tests found the tokenizer's own error among them.
-        raise ModelFileError(
-            f"{path}: parameter {name} has a damaged .npy header ({_short_text(str(exc))})"
-        ) from None
-    if stored_shape != shape or stored_dtype != np.dtype(dtype):
-        raise ModelFileError(
-            f"{path}: {name} is stored as {stored_dtype} {_short(stored_shape)}, but "
-            f"layer_dims and dtype need {dtype} {shape}"
-        )
-    if len(raw) - buffer.tell() != data_bytes:
-        raise ModelFileError(
-            f"{path}: {name} holds {len(raw) - buffer.tell()} bytes of data, expected {data_bytes}"
-        )
-    flat = np.frombuffer(raw, dtype=stored_dtype, offset=buffer.tell())
-    return flat.reshape(shape, order="F" if fortran else "C").copy()
+    _check_sizes(info, path)
+    with archive.open(info) as member:
+        prefix = member.read(min(info.file_size, _NPY_HEADER_SLACK))
+        buffer = io.BytesIO(prefix)
+        try:
+            stored_shape, fortran, stored_dtype = _npy_header(buffer, path, name)
+        except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, TypeError) as exc:
+            # NumPy parses the header (a Python literal, never evaluated) and reports a damaged
+            # one with any of these; the fuzz tests found the tokenizer's own error among them.
+            raise ModelFileError(
+                f"{path}: parameter {name} has a damaged .npy header ({_short_text(str(exc))})"
+            ) from None
+        if stored_shape != shape or stored_dtype != np.dtype(dtype):
+            raise ModelFileError(
+                f"{path}: {name} is stored as {stored_dtype} {_short(stored_shape)}, but "
+                f"layer_dims and dtype need {dtype} {shape}"
+            )
+        held = info.file_size - buffer.tell()
+        if held != data_bytes:
+            raise ModelFileError(
+                f"{path}: {name} holds {held} bytes of data, expected {data_bytes}"
+            )
+        # Read straight into the array, in bounded steps: memory is the parameter itself.
+        flat = np.empty(math.prod(shape), dtype=stored_dtype)
+        raw = memoryview(flat).cast("B")
+        head = prefix[buffer.tell() :]
+        raw[: len(head)] = head
+        done = len(head)
+        while done < data_bytes:
+            got = member.readinto(raw[done : done + _CHUNK])
+            if not got:
+                break
+            done += got
+        if done != data_bytes or member.read(1):
+            raise ModelFileError(
+                f"{path}: {info.filename} does not hold the {info.file_size} bytes its header "
+                "declares; the file is damaged"
+            )
+    array = flat.reshape(shape, order="F" if fortran else "C")
+    return np.ascontiguousarray(array)
 
 
 def _npy_header(buffer: io.BytesIO, path: Path, name: str) -> tuple[Any, bool, np.dtype]:
