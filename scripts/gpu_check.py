@@ -70,9 +70,9 @@ def peak_bandwidth(props: dict) -> float | None:
 
 
 def _fast_path(cp) -> str:
-    from deepnet import cuda_step
+    from deepnet.cuda.dispatch import CudaOps
 
-    blas = cuda_step.CudaOps(cp).blas
+    blas = CudaOps(cp).blas
     if blas.capturable:
         return "fused kernels, cuBLAS bound directly, CUDA graphs"
     return "fused kernels on CuPy's matmul (no CUDA graphs: cuBLAS could not be bound)"
