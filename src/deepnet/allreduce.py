@@ -39,6 +39,10 @@ def _mpi() -> Any:
     return MPI
 
 
+def _on_gpu(a: Array) -> bool:
+    return array_api_compat.is_cupy_array(a)
+
+
 def _error(message: str) -> Exception:
     from deepnet.distributed import DistributedError  # imported late: it imports this module
 
@@ -64,7 +68,7 @@ class Allreduce:
         self.fallback: str | None = None
         self._nccl: Any = None
         self._check_async = False
-        self._cuda = array_api_compat.is_cupy_array(like)
+        self._cuda = _on_gpu(like)
         if not self._cuda and not array_api_compat.is_numpy_array(like):
             raise InputError(
                 "distributed training runs on NumPy (device 'cpu') or CuPy (device 'cuda') "
