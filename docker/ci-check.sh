@@ -7,10 +7,17 @@
 #      for the GPU (resolve_device, and `deepnet info` where it exists) says clearly that no
 #      GPU is usable;
 #   4. run the CUDA tests there: they must all skip, visibly.
+# Downloads come from pip's cache when this machine has them (PIP_CACHE_DIR).
 # Usage: docker/ci-check.sh [--lint-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_PROGRESS_BAR=off
+# Downloads are cached between runs on one machine (pip's HTTP and wheel cache); every run
+# still installs into a fresh virtualenv, and a fresh machine downloads everything.
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pip}"
+unset PIP_NO_CACHE_DIR
+cached="$(du -sh "$PIP_CACHE_DIR" 2>/dev/null | cut -f1 || true)"
+echo "== pip cache: $PIP_CACHE_DIR (${cached:-empty})"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/deepnet-cuda-ci.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
