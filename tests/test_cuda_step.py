@@ -524,3 +524,11 @@ def test_kernel_bodies_compute_the_generic_expressions(kernel_lib, dtype):
         (masked,) = _call(kernel_lib, "relu_mask", dtype, [grad, act], 1)
         np.testing.assert_array_equal(masked, np.where(act > 0, grad, 0.0))
     assert dz.dtype == dtype and np.isnan(act).any()  # NaN goes through, as in xp.maximum
+
+
+def test_supports_names_what_the_fused_step_computes():
+    assert dispatch.supports()  # ReLU hidden layers, sigmoid output, plain gradient descent
+    assert dispatch.supports("ReLU", "sigmoid", type("GD", (), {"name": "gd"})())
+    assert not dispatch.supports(hidden="tanh")
+    assert not dispatch.supports(output="softmax")
+    assert not dispatch.supports(optimizer="adam")
