@@ -3,7 +3,7 @@
 Run with the python of an environment made by docker/install.sh:
 1. NVRTC, from the CUDA wheels, compiles deepnet's fused kernels (with CuPy's headers, as
    CuPy will) for the GPU generations it names: the runtime compiler and its headers are there.
-2. The cuBLAS library CuPy uses is found and has every entry point deepnet.cuda_step binds.
+2. The cuBLAS library CuPy uses is found and has every entry point deepnet.cuda.blas binds.
 3. Asking for the GPU fails with deepnet's own message, saying that no GPU is usable.
 On a machine that has a GPU, 3 reports the GPU instead. Exits 1 on the first failure.
 """
@@ -17,7 +17,7 @@ ARCHS = ("sm_80", "sm_90")  # A100, H100/H200
 
 
 def kernel_source() -> str:
-    from deepnet.cuda_step import KERNELS
+    from deepnet.cuda.kernels import KERNELS
 
     lines = ["#include <cupy/carray.cuh>"]
     for name, (ins, outs, body) in KERNELS.items():
@@ -42,7 +42,7 @@ def check_nvrtc() -> None:
     import nvidia.cuda_runtime
     from cupy_backends.cuda.libs import nvrtc
 
-    from deepnet.cuda_step import KERNEL_OPTIONS
+    from deepnet.cuda.kernels import KERNEL_OPTIONS
 
     includes = [
         os.path.join(os.path.dirname(cupy.__file__), "_core", "include"),
@@ -63,7 +63,7 @@ def check_nvrtc() -> None:
 
 
 def check_cublas() -> None:
-    from deepnet.cuda_step import find_cublas
+    from deepnet.cuda.blas import find_cublas
 
     lib = find_cublas(12)
     needed = ["cublasCreate_v2", "cublasDestroy_v2", "cublasSetStream_v2",

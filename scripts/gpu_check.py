@@ -3,14 +3,17 @@
 Run it as ``scripts/gpu-check`` on a machine with an NVIDIA GPU (or in the CUDA image). It
 refuses at once, saying why, where no GPU is usable (exit status 2). Otherwise it runs
 
-1. ``pytest -m cuda tests`` with DEEPNET_DEVICE=cuda (the parity tests and the rest), and
-2. ``pytest benchmarks --benchmark-only -k cuda`` where benchmarks/ exists (deepnet's CUDA
-   rows beside PyTorch's CUDA rows),
+1. ``pytest -m cuda tests`` with DEEPNET_DEVICE=cuda: parity with the CPU, the fused step
+   and its graphs, streaming to the GPU, the distributed CuPy cases and the reductions;
+2. ``pytest benchmarks --benchmark-only -k cuda`` where benchmarks/ exists: deepnet's CUDA
+   rows (the captured step and the Gram path) beside PyTorch's CUDA rows when PyTorch sees
+   the GPU, and the m = 65536 float32 step of the bandwidth target,
 
-keeps their reports in the output folder (default runs/gpu-check), and prints the GPU, the
-test counts and the key ratios: deepnet's CUDA step over PyTorch's, and over the time the
-GPU's memory bandwidth allows for reading X twice. Exit status 1 when a test failed or the
-benchmarks did not run cleanly, 0 otherwise.
+keeps every output in the output folder (default runs/gpu-check: the device line,
+nvidia-smi, the test log and JUnit report, the benchmark log and JSON, summary.txt), and
+prints the GPU, the test counts and the key ratios: deepnet's CUDA step over PyTorch's, and
+over the time the GPU's memory bandwidth allows for reading X twice. Exit status 1 when a
+test failed or the benchmarks did not run cleanly, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def peak_bandwidth(props: dict) -> float | None:
 
 
 def _fast_path(cp) -> str:
-    from deepnet import cuda_step
+    from deepnet.cuda.dispatch import CudaOps
 
-    blas = cuda_step.CudaOps(cp).blas
+    blas = CudaOps(cp).blas
     if blas.capturable:
         return "fused kernels, cuBLAS bound directly, CUDA graphs"
     return "fused kernels on CuPy's matmul (no CUDA graphs: cuBLAS could not be bound)"
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = gpu_or_exit()
     args.out.mkdir(parents=True, exist_ok=True)
+    record_device(args.out, facts)
     started = time.time()
     failed = False
 
@@ -211,29 +215,57 @@ def main(argv: list[str] | None = None) -> int:
         else:
             bench_note = "benchmarks/ is not in this checkout: none run"
 
-    print("\n== gpu-check summary")
-    print(f"GPU: {facts['gpu']}")
-    print(f"CuPy {facts['cupy']}, CUDA runtime {facts['runtime']}, driver {facts['driver']}, "
-          f"Python {platform.python_version()}")  # fmt: skip
+    lines = ["", "== gpu-check summary", f"GPU: {facts['gpu']}"]
+    lines.append(
+        f"CuPy {facts['cupy']}, CUDA runtime {facts['runtime']}, driver {facts['driver']}, "
+        f"Python {platform.python_version()}, PyTorch CUDA peer: {_torch_cuda()}"
+    )
     if facts["bandwidth"]:
-        print(f"peak memory bandwidth (clock x bus width): {facts['bandwidth'] / 1e12:.2f} TB/s")
-    print(f"deepnet's CUDA step: {facts['path']}")
+        lines.append(
+            f"peak memory bandwidth (clock x bus width): {facts['bandwidth'] / 1e12:.2f} TB/s"
+        )
+    lines.append(f"deepnet's CUDA step: {facts['path']}")
     if counts is not None:
-        print("CUDA tests: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    print(f"benchmarks: {bench_note}")
+        lines.append("CUDA tests: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    lines.append(f"benchmarks: {bench_note}")
     for group, rows in sorted(groups.items()):
         best = min(rows.values())
-        print(f"  {group}")
+        lines.append(f"  {group}")
         for label, median in sorted(rows.items(), key=lambda kv: kv[1]):
-            print(f"    {label:<24}{_time(median)}  {median / best:6.2f}x")
+            lines.append(f"    {label:<24}{_time(median)}  {median / best:6.2f}x")
     ratios = key_ratios(groups, facts["bandwidth"])
     if ratios:
-        print("key ratios (medians):")
-        for line in ratios:
-            print(f"  {line}")
-    print(f"reports in {args.out} ({time.time() - started:.0f} s)")
-    print("gpu-check: FAILED" if failed else "gpu-check: ok")
+        lines.append("key ratios (medians):")
+        lines.extend(f"  {line}" for line in ratios)
+    lines.append(f"reports in {args.out} ({time.time() - started:.0f} s)")
+    lines.append("gpu-check: FAILED" if failed else "gpu-check: ok")
+    text = "\n".join(lines)
+    print(text)
+    (args.out / "summary.txt").write_text(text.lstrip("\n") + "\n")
     return 1 if failed else 0
+
+
+def _torch_cuda() -> str:
+    """Whether PyTorch's CUDA rows can run here, in words."""
+    try:
+        import torch
+    except ImportError:
+        return "not installed (CuPy rows alone)"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} sees no GPU (CuPy rows alone)"
+    return f"torch {torch.__version__}, CUDA {torch.version.cuda}"
+
+
+def record_device(out: Path, facts: dict) -> None:
+    """The device line and nvidia-smi's report, kept in ``out``."""
+    (out / "device.json").write_text(json.dumps(facts, indent=2) + "\n")
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "-q"], capture_output=True, text=True, timeout=60, check=False
+        )
+        (out / "nvidia-smi.txt").write_text(smi.stdout + smi.stderr)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        (out / "nvidia-smi.txt").write_text(f"nvidia-smi not run: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import deepnet
-from deepnet import cuda_step
+from deepnet import cuda as fast
 from deepnet.backend import cuda_available, cupy_module, to_device, to_numpy
 from deepnet.initialization import draw_parameters
 from deepnet.training import L_layer_model, TrainState, fit, like, train_step, two_layer_model
@@ -41,18 +41,18 @@ def cp():
 def path(request, monkeypatch, cp):
     """Select one CUDA path for the test, with a clean step cache before and after."""
     name = request.param
-    monkeypatch.setenv(cuda_step.FAST_ENV, "0" if name == "generic" else "1")
-    monkeypatch.setenv(cuda_step.GRAPHS_ENV, "1" if name == "graph" else "0")
-    cuda_step.clear_cache()
+    monkeypatch.setenv(fast.FAST_ENV, "0" if name == "generic" else "1")
+    monkeypatch.setenv(fast.GRAPHS_ENV, "1" if name == "graph" else "0")
+    fast.clear_cache()
     yield name
-    cuda_step.clear_cache()
+    fast.clear_cache()
 
 
 @pytest.fixture
 def defaults(monkeypatch):
     """The CUDA fast path and graphs on, whatever the environment says."""
-    monkeypatch.delenv(cuda_step.FAST_ENV, raising=False)
-    monkeypatch.delenv(cuda_step.GRAPHS_ENV, raising=False)
+    monkeypatch.delenv(fast.FAST_ENV, raising=False)
+    monkeypatch.delenv(fast.GRAPHS_ENV, raising=False)
 
 
 def load_split(path, split):
@@ -132,7 +132,7 @@ def test_real_data_step_loop_matches_the_cpu(cp, path, dtype, cat_data):
     """2500 train_step calls on the real data, on each CUDA path."""
     X, Y, _, _ = cat_data
     params, costs = step_loop(to_device(X, "cuda", dtype), to_device(Y, "cuda", dtype))
-    assert cuda_step.graph_active() == (path == "graph")
+    assert fast.graph_active() == (path == "graph")
     assert_same_outcome(costs, params, cpu_run("L_layer", dtype, cat_data), cat_data, dtype)
 
 
@@ -165,10 +165,10 @@ def test_cuda_train_step_matches_numpy_step(cp, defaults, dims, m, dtype, order)
     params, X, Y = random_problem(dims, m, dtype, order)
     gparams, gX, gY = on_gpu(cp, params, X, Y)
     before = {k: v.copy() for k, v in gparams.items()}
-    cuda_step.clear_cache()
+    fast.clear_cache()
     for i in range(10):
         params, cost = train_step(params, X, Y, 0.05)
-        gparams_next, gcost = cuda_step.cuda_train_step(gparams, gX, gY, 0.05)
+        gparams_next, gcost = fast.cuda_train_step(gparams, gX, gY, 0.05)
         if i == 0:  # inputs untouched
             for k in before:
                 np.testing.assert_array_equal(to_numpy(gparams[k]), to_numpy(before[k]))
@@ -179,34 +179,35 @@ def test_cuda_train_step_matches_numpy_step(cp, defaults, dims, m, dtype, order)
     for k in params:
         assert gparams[k].dtype == dtype and gparams[k].shape == params[k].shape
         np.testing.assert_allclose(to_numpy(gparams[k]), params[k], **STEP_TOL[dtype], err_msg=k)
-    assert cuda_step.graph_active()  # the capture worked: the launch-cutting path is live
-    cuda_step.clear_cache()
+    assert fast.graph_active()  # the capture worked: the launch-cutting path is live
+    fast.clear_cache()
 
 
 def test_each_step_returns_its_own_buffers(cp, defaults):
     """fit() keeps earlier parameters (to hand back on divergence): later steps can't touch them."""
     params, X, Y = on_gpu(cp, *random_problem((64, 8, 1), 50, "float64"))
-    cuda_step.clear_cache()
+    fast.clear_cache()
     history = []
     for _ in range(6):
-        params, cost = cuda_step.cuda_train_step(params, X, Y, 0.1)
+        params, cost = fast.cuda_train_step(params, X, Y, 0.1)
         history.append((params, {k: v.copy() for k, v in params.items()}, cost, cost.copy()))
     for live, frozen, cost, cost_copy in history:
         for k in live:
             np.testing.assert_array_equal(to_numpy(live[k]), to_numpy(frozen[k]))
         np.testing.assert_array_equal(to_numpy(cost), to_numpy(cost_copy))
-    cuda_step.clear_cache()
+    fast.clear_cache()
 
 
 def test_train_step_dispatches_to_the_cuda_path(cp, defaults):
     """training.train_step on CuPy arrays takes the fused path (the hook is in place)."""
     params, X, Y = on_gpu(cp, *random_problem((64, 8, 1), 50, "float32"))
-    cuda_step.clear_cache()
+    fast.clear_cache()
     for _ in range(3):
         params, _ = train_step(params, X, Y, 0.1)
-    assert cuda_step.graph_active()
-    assert cp.shares_memory(params["W1"], params["b2"])  # one flat buffer: the fused step's
-    cuda_step.clear_cache()
+    assert fast.graph_active()
+    # one flat buffer, the fused step's: W1 and b2 are disjoint views of one allocation
+    assert params["W1"].data.mem.ptr == params["b2"].data.mem.ptr
+    fast.clear_cache()
 
 
 def test_a_non_default_stream(cp, defaults):
@@ -215,14 +216,14 @@ def test_a_non_default_stream(cp, defaults):
     for _ in range(5):
         want, want_cost = train_step(want, X, Y, 0.1)
     gparams, gX, gY = on_gpu(cp, params, X, Y)
-    cuda_step.clear_cache()
+    fast.clear_cache()
     with cp.cuda.Stream(non_blocking=True) as stream:
         for _ in range(5):
-            gparams, gcost = cuda_step.cuda_train_step(gparams, gX, gY, 0.1)
+            gparams, gcost = fast.cuda_train_step(gparams, gX, gY, 0.1)
         stream.synchronize()
     np.testing.assert_allclose(to_numpy(gcost), want_cost, rtol=1e-10)
     np.testing.assert_allclose(to_numpy(gparams["W1"]), want["W1"], rtol=1e-10, atol=1e-14)
-    cuda_step.clear_cache()
+    fast.clear_cache()
 
 
 @pytest.mark.parametrize("path", PATHS, indirect=True)

@@ -1,6 +1,6 @@
 """The CUDA fast path's logic, checked on the CPU (no GPU needed).
 
-``deepnet.cuda_step`` runs its step against a small set of operations. Here those run on the
+``deepnet.cuda`` runs its step against a small set of operations. Here those run on the
 host: a column-major BLAS working on raw pointers exactly as cuBLAS does on device pointers
 (so the row-major -> cuBLAS argument planning is exercised for real), NumPy mirrors of the
 fused kernels, and memmove for device copies. The kernels' CUDA bodies themselves are compiled
@@ -19,7 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepnet import cuda_step
+from deepnet.cuda import blas as cblas
+from deepnet.cuda import dispatch
+from deepnet.cuda import kernels as ckernels
+from deepnet.cuda import layout as clayout
+from deepnet.cuda import step as cstep
 from deepnet.errors import InputError
 from deepnet.initialization import draw_parameters
 from deepnet.kernels import sigmoid
@@ -67,26 +71,26 @@ class HostBlasLib:
         self.tape.do(self._gemv, *args)
 
     def _gemm(self, dtype, op_1, op_2, m, n, k, alpha, p1, ld1, p2, ld2, beta, pc, ldc):
-        A = colmajor(p1, dtype, *((m, k) if op_1 == cuda_step.OP_N else (k, m)), ld1)
-        B = colmajor(p2, dtype, *((k, n) if op_2 == cuda_step.OP_N else (n, k)), ld2)
+        A = colmajor(p1, dtype, *((m, k) if op_1 == cblas.OP_N else (k, m)), ld1)
+        B = colmajor(p2, dtype, *((k, n) if op_2 == cblas.OP_N else (n, k)), ld2)
         C = colmajor(pc, dtype, m, n, ldc)
         assert ld1 >= A.shape[0] and ld2 >= B.shape[0] and ldc >= m  # cuBLAS's own rules
-        opA = A if op_1 == cuda_step.OP_N else A.T
-        opB = B if op_2 == cuda_step.OP_N else B.T
+        opA = A if op_1 == cblas.OP_N else A.T
+        opB = B if op_2 == cblas.OP_N else B.T
         result = alpha * (opA @ opB)
         C[...] = result if beta == 0 else result + beta * C  # beta = 0: C is never read
 
     def _gemv(self, dtype, op, m, n, alpha, pa, lda, px, incx, beta, py, incy):
         assert incx == 1 and incy == 1 and lda >= m
         A = colmajor(pa, dtype, m, n, lda)
-        x = colmajor(px, dtype, n if op == cuda_step.OP_N else m, 1, 1)[:, 0]
-        y = colmajor(py, dtype, m if op == cuda_step.OP_N else n, 1, 1)[:, 0]
-        result = alpha * ((A if op == cuda_step.OP_N else A.T) @ x)
+        x = colmajor(px, dtype, n if op == cblas.OP_N else m, 1, 1)[:, 0]
+        y = colmajor(py, dtype, m if op == cblas.OP_N else n, 1, 1)[:, 0]
+        result = alpha * ((A if op == cblas.OP_N else A.T) @ x)
         y[...] = result if beta == 0 else result + beta * y
 
 
 class HostKernels:
-    """NumPy mirrors of cuda_step.KERNELS (the g++ test checks the CUDA bodies themselves)."""
+    """NumPy mirrors of ckernels.KERNELS (the g++ test checks the CUDA bodies themselves)."""
 
     def __init__(self, tape):
         self.tape = tape
@@ -128,9 +132,9 @@ class HostOps:
         self.xp = FakeCupy(self.tape)
         self.kernels = HostKernels(self.tape)
         if blas == "planned":
-            self.blas = cuda_step.PlannedBlas(HostBlasLib(self.tape), self.ptr, workspace_bytes=64)
+            self.blas = cblas.PlannedBlas(HostBlasLib(self.tape), self.ptr, workspace_bytes=64)
         else:
-            self.blas = cuda_step.ArrayBlas(np)
+            self.blas = cblas.ArrayBlas(np)
 
     @staticmethod
     def ptr(a):
@@ -192,7 +196,7 @@ class FakeCuda:
         self.MemoryPool = lambda: type("Pool", (), {"malloc": None})()
         self.using_allocator = lambda malloc: contextlib.nullcontext()
 
-    def Stream(self, non_blocking=False):  # noqa: N802  (CuPy's name)
+    def Stream(self, non_blocking=False):  # CuPy's name
         return FakeStream(self.tape, 1000 + id(self) % 1000, self.fail_capture)
 
     def get_current_stream(self):
@@ -231,11 +235,9 @@ def test_fused_step_matches_generic_step(blas, dtype, dims, order):
     params, X, Y = make_problem(dims, dtype, order)
     before = {k: v.copy() for k, v in params.items()}
     ops = HostOps(blas)
-    layout = cuda_step._layout_of(params, X, Y)
+    layout = clayout.layout_of(params, X, Y)
     assert layout is not None
-    got, cost = cuda_step.eager_step(
-        ops, layout, params, X, Y, 0.05, cuda_step.Workspace(ops, layout)
-    )
+    got, cost = cstep.eager_step(ops, layout, params, X, Y, 0.05, cstep.Workspace(ops, layout))
     want, want_cost = train_step(params, X, Y, 0.05)
     assert list(got) == list(want)
     for key in want:
@@ -251,12 +253,12 @@ def test_chained_steps_track_the_generic_loop(dtype):
     """Twenty steps, each fed the previous step's (packed) output, as a fit does."""
     params, X, Y = make_problem((8, 6, 3, 1), dtype)
     ops = HostOps("planned")
-    layout = cuda_step._layout_of(params, X, Y)
-    ws = cuda_step.Workspace(ops, layout)
+    layout = clayout.layout_of(params, X, Y)
+    ws = cstep.Workspace(ops, layout)
     fused, generic = params, params
     for _ in range(20):
-        assert cuda_step.packed_address(ops, fused, layout) is not None or fused is params
-        fused, cost = cuda_step.eager_step(ops, layout, fused, X, Y, 0.1, ws)
+        assert cstep.packed_address(ops, fused, layout) is not None or fused is params
+        fused, cost = cstep.eager_step(ops, layout, fused, X, Y, 0.1, ws)
         generic, want = train_step(generic, X, Y, 0.1)
         np.testing.assert_allclose(cost, want, **TOL[dtype])
     for key in generic:
@@ -266,42 +268,40 @@ def test_chained_steps_track_the_generic_loop(dtype):
 def test_packed_parameters_are_recognised_and_others_are_not():
     params, X, Y = make_problem((6, 4, 1), np.float64)
     ops = HostOps("planned")
-    layout = cuda_step._layout_of(params, X, Y)
-    out, _ = cuda_step.eager_step(ops, layout, params, X, Y, 0.1, cuda_step.Workspace(ops, layout))
-    assert cuda_step.packed_address(ops, out, layout) == ops.ptr(out["W1"])
-    assert cuda_step.packed_address(ops, params, layout) is None  # separate arrays
+    layout = clayout.layout_of(params, X, Y)
+    out, _ = cstep.eager_step(ops, layout, params, X, Y, 0.1, cstep.Workspace(ops, layout))
+    assert cstep.packed_address(ops, out, layout) == ops.ptr(out["W1"])
+    assert cstep.packed_address(ops, params, layout) is None  # separate arrays
     mixed = dict(out, b2=out["b2"].copy())
-    assert cuda_step.packed_address(ops, mixed, layout) is None
-    other = cuda_step._layout((6, 4, 1), "<f8", 99)  # same shapes, other batch: same spans
-    assert cuda_step.packed_address(ops, out, other) is not None
-    bigger = cuda_step._layout((6, 5, 1), "<f8", 13)
-    assert cuda_step.packed_address(ops, dict(out, W1=np.zeros((5, 6))), bigger) is None
+    assert cstep.packed_address(ops, mixed, layout) is None
+    other = clayout.layout_for((6, 4, 1), "<f8", 99)  # same shapes, other batch: same spans
+    assert cstep.packed_address(ops, out, other) is not None
+    bigger = clayout.layout_for((6, 5, 1), "<f8", 13)
+    assert cstep.packed_address(ops, dict(out, W1=np.zeros((5, 6))), bigger) is None
 
 
 def test_copy_parameters_copies_values_not_references():
     params, X, Y = make_problem((6, 4, 1), np.float64)
     ops = HostOps("planned")
-    layout = cuda_step._layout_of(params, X, Y)
-    first, _ = cuda_step.eager_step(
-        ops, layout, params, X, Y, 0.1, cuda_step.Workspace(ops, layout)
-    )
+    layout = clayout.layout_of(params, X, Y)
+    first, _ = cstep.eager_step(ops, layout, params, X, Y, 0.1, cstep.Workspace(ops, layout))
     flat = np.full(layout.size, np.nan)
-    cuda_step.copy_parameters(ops, flat, first, layout)  # the one-memcpy path
+    cstep.copy_parameters(ops, flat, first, layout)  # the one-memcpy path
     for key, view in layout.views(flat).items():
         np.testing.assert_array_equal(view, first[key])
     first["W2"][...] = 7.0  # a caller editing in place is seen by the next copy
-    cuda_step.copy_parameters(ops, flat, first, layout)
+    cstep.copy_parameters(ops, flat, first, layout)
     assert (layout.views(flat)["W2"] == 7.0).all()
     # separate arrays: C-contiguous ones by memcpy, the others (here W1, F-ordered) by assignment
     separate = dict(params, W1=np.asfortranarray(params["W1"]))
-    cuda_step.copy_parameters(ops, flat, separate, layout)
+    cstep.copy_parameters(ops, flat, separate, layout)
     for key, view in layout.views(flat).items():
         np.testing.assert_array_equal(view, params[key])
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8"])
 def test_layout_is_aligned_and_disjoint(dtype):
-    layout = cuda_step._layout((12288, 20, 7, 5, 1), dtype, 209)
+    layout = clayout.layout_for((12288, 20, 7, 5, 1), dtype, 209)
     item = np.dtype(dtype).itemsize
     spans = []
     for off, (rows, cols) in zip(layout.offsets, layout.shapes, strict=True):
@@ -342,7 +342,7 @@ def test_rowsum_and_total_args(order):
 
 def _fit_like(state, ops, params, X, Y, lr, steps):
     """Chain ``steps`` steps through a _ThreadState, as fit() does; all outputs kept."""
-    layout = cuda_step._layout_of(params, X, Y)
+    layout = clayout.layout_of(params, X, Y)
     outs = []
     for _ in range(steps):
         params, cost = state.step(ops, layout, params, X, Y, lr)
@@ -361,7 +361,7 @@ def _generic_chain(params, X, Y, lr, steps):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_full_batch_loop_captures_once_and_replays(dtype):
     params, X, Y = make_problem((9, 7, 5, 1), dtype)
-    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    ops, state = HostOps("planned"), dispatch.ThreadState()
     outs = _fit_like(state, ops, params, X, Y, 0.1, 8)
     want = _generic_chain(params, X, Y, 0.1, 8)
     graph = state.graph.graph
@@ -376,7 +376,7 @@ def test_full_batch_loop_captures_once_and_replays(dtype):
 
 def test_new_data_or_learning_rate_leave_the_graph_alone():
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    ops, state = HostOps("planned"), dispatch.ThreadState()
     _fit_like(state, ops, params, X, Y, 0.1, 3)
     first = state.graph
     X2 = X.copy()
@@ -388,9 +388,9 @@ def test_new_data_or_learning_rate_leave_the_graph_alone():
 
 
 def test_graphs_switched_off(monkeypatch):
-    monkeypatch.setenv(cuda_step.GRAPHS_ENV, "0")
+    monkeypatch.setenv(dispatch.GRAPHS_ENV, "0")
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    ops, state = HostOps("planned"), dispatch.ThreadState()
     outs = _fit_like(state, ops, params, X, Y, 0.1, 4)
     assert state.graph is None and state.seen is None
     want = _generic_chain(params, X, Y, 0.1, 4)
@@ -399,7 +399,7 @@ def test_graphs_switched_off(monkeypatch):
 
 def test_capture_failure_falls_back_with_a_warning():
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    ops, state = HostOps("planned"), cuda_step._ThreadState()
+    ops, state = HostOps("planned"), dispatch.ThreadState()
     ops.xp.cuda.fail_capture = True
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
         outs = _fit_like(state, ops, params, X, Y, 0.1, 5)
@@ -412,16 +412,16 @@ def test_capture_failure_falls_back_with_a_warning():
 
 def test_array_blas_never_captures():
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    ops, state = HostOps("array"), cuda_step._ThreadState()
+    ops, state = HostOps("array"), dispatch.ThreadState()
     _fit_like(state, ops, params, X, Y, 0.1, 3)
     assert state.graph is None
 
 
 def test_numpy_arrays_never_take_the_cuda_path():
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    assert not cuda_step.accepts(params, X, Y)
+    assert not dispatch.accepts(params, X, Y)
     with pytest.raises(InputError, match="use deepnet.training.train_step"):
-        cuda_step.cuda_train_step(params, X, Y, 0.1)
+        dispatch.cuda_train_step(params, X, Y, 0.1)
 
 
 @pytest.mark.parametrize(
@@ -437,12 +437,15 @@ def test_numpy_arrays_never_take_the_cuda_path():
 )
 def test_steps_the_fast_path_leaves_to_the_generic_one(spoil):
     params, X, Y = make_problem((6, 4, 1), np.float64)
-    assert cuda_step._layout_of(params, X, Y) is not None
-    assert cuda_step._layout_of(*spoil(params, X, Y)) is None
+    assert clayout.layout_of(params, X, Y) is not None
+    assert clayout.layout_of(*spoil(params, X, Y)) is None
 
 
 def test_importing_the_module_does_not_import_cupy():
-    code = "import sys, deepnet.training, deepnet.cuda_step; print('cupy' in sys.modules)"
+    code = (
+        "import sys, deepnet.training, deepnet.cuda_step, deepnet.allreduce, deepnet.cuda.batches;"
+        " print('cupy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -453,7 +456,7 @@ def test_importing_the_module_does_not_import_cupy():
 def _kernel_library(tmp_path: Path) -> ctypes.CDLL:
     """Each KERNELS body inside a C loop, for double and float, as one shared library."""
     lines = ["#include <cmath>", "using namespace std;"]
-    for name, (ins, outs, body) in cuda_step.KERNELS.items():
+    for name, (ins, outs, body) in ckernels.KERNELS.items():
         inputs = [p.split()[1] for p in ins.split(",")]
         outputs = [p.split()[1] for p in outs.split(",")]
         for ctype, suffix in (("double", "d"), ("float", "f")):
@@ -511,7 +514,7 @@ def test_kernel_bodies_compute_the_generic_expressions(kernel_lib, dtype):
         (act,) = _call(kernel_lib, "bias_relu", dtype, [z, b], 1)
         np.testing.assert_array_equal(act, np.maximum(z + b, 0.0))
 
-        limit = cuda_step.sigmoid_limit(dtype)
+        limit = ckernels.sigmoid_limit(dtype)
         dz, loss = _call(kernel_lib, "output_layer", dtype, [z, b, y, 209.0, limit], 2)
         s = z + b
         p, _ = sigmoid(s)
@@ -521,3 +524,11 @@ def test_kernel_bodies_compute_the_generic_expressions(kernel_lib, dtype):
         (masked,) = _call(kernel_lib, "relu_mask", dtype, [grad, act], 1)
         np.testing.assert_array_equal(masked, np.where(act > 0, grad, 0.0))
     assert dz.dtype == dtype and np.isnan(act).any()  # NaN goes through, as in xp.maximum
+
+
+def test_supports_names_what_the_fused_step_computes():
+    assert dispatch.supports()  # ReLU hidden layers, sigmoid output, plain gradient descent
+    assert dispatch.supports("ReLU", "sigmoid", type("GD", (), {"name": "gd"})())
+    assert not dispatch.supports(hidden="tanh")
+    assert not dispatch.supports(output="softmax")
+    assert not dispatch.supports(optimizer="adam")

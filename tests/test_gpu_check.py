@@ -73,3 +73,19 @@ def test_peak_bandwidth(gpu_check):
     bw = gpu_check.peak_bandwidth({"memoryClockRate": 2_619_000, "memoryBusWidth": 5120})
     assert bw == pytest.approx(3.352e12, rel=1e-3)
     assert gpu_check.peak_bandwidth({}) is None
+
+
+def test_the_benchmarks_have_the_bandwidth_case(gpu_check):
+    """gpu-check's -k cuda selects a float32 train_step at m = 65536: the target is measured."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-k", "cuda",
+         "-p", "no:cacheprovider"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    cases = [line for line in out.stdout.splitlines() if "test_train_step_bandwidth" in line]
+    assert any("deepnet-cuda" in c for c in cases) and any("torch-cuda" in c for c in cases)
+    bench = ROOT / "benchmarks" / "test_bench_cuda.py"
+    group = f"train_step 4-layer m={gpu_check.BANDWIDTH_M} float32"
+    assert 'f"train_step 4-layer m={M} float32"' in bench.read_text()
+    assert gpu_check._batch(group) == gpu_check.BANDWIDTH_M

@@ -10,7 +10,7 @@ single-process full-batch one to rounding (1e-9 checked in float64 at 2 ranks).
 
 On CUDA the buffer is reduced where it lives: NCCL through CuPy when every rank has its
 own GPU and NCCL is installed, else CUDA-aware MPI when the MPI library says it accepts
-CUDA memory (``mpi_memory_alloc_kinds`` lists ``cuda``), else through the host (one copy
+CUDA memory (:mod:`deepnet.allreduce` asks it two ways), else through the host (one copy
 each way of ~1 MB per step). On the CPU it is plain ``MPI_Allreduce`` on NumPy memory.
 
 Launch with one rank per GPU (or per socket on CPUs)::
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -36,10 +35,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from deepnet import backend
+from deepnet.allreduce import REDUCE_METHODS, Allreduce, bind_gpu
 from deepnet.backend import array_namespace, to_numpy
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
@@ -50,7 +49,6 @@ from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_laye
 from deepnet.training import DTYPES, TrainState, _check_finite, prepare
 
 Array = Any
-REDUCE_METHODS = ("auto", "mpi", "nccl", "mpi-cuda", "mpi-host")
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
@@ -131,121 +129,6 @@ def _all_ok(comm: Any, action: Callable[[], Any], what: str) -> Any:
         rank, msg = bad[0]
         raise DistributedError(f"{what} failed on rank {rank} ({len(bad)} rank(s) failed): {msg}")
     return result
-
-
-# --------------------------------------------------------------------------- reduction
-
-
-class Allreduce:
-    """Sums a flat float buffer over the ranks, on the device it lives on.
-
-    ``method``: ``"mpi"`` (host arrays), and for CUDA arrays ``"nccl"``, ``"mpi-cuda"``
-    (CUDA-aware MPI) or ``"mpi-host"`` (through host memory); ``"auto"`` picks the first
-    that works here, and all ranks agree on the choice.
-    """
-
-    def __init__(self, comm: Any, like: Array, method: str = "auto") -> None:
-        if method not in REDUCE_METHODS:
-            raise InputError(f"reduce must be one of {', '.join(REDUCE_METHODS)}, got {method!r}")
-        self.comm = comm
-        self.size = 1 if comm is None else comm.Get_size()
-        self._cuda = array_api_compat.is_cupy_array(like)
-        if not self._cuda and not array_api_compat.is_numpy_array(like):
-            raise InputError(
-                "distributed training runs on NumPy (device 'cpu') or CuPy (device 'cuda') "
-                f"arrays, not {type(like).__module__}"
-            )
-        if comm is None:
-            self.method = "none"
-        elif not self._cuda:
-            if method not in ("auto", "mpi"):
-                raise InputError(f"reduce={method!r} is for CUDA arrays; on the CPU use 'mpi'")
-            self.method = "mpi"
-        else:
-            self.method = self._cuda_method(method)
-        self.calls = 0
-        self.bytes = 0  # payload handed to the reduction so far (per rank)
-
-    def _cuda_method(self, method: str) -> str:
-        comm, cupy = self.comm, backend.cupy_module()
-        if method in ("auto", "nccl"):
-            nccl_ok = self._nccl_possible(cupy)
-            if nccl_ok:
-                self._nccl = _all_ok(comm, lambda: self._nccl_init(cupy), "NCCL initialisation")
-                self._nccl_module = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
-                return "nccl"
-            if method == "nccl":
-                raise DistributedError(
-                    "reduce='nccl' needs CuPy's NCCL (pip install nvidia-nccl-cu12, or "
-                    "python -m cupyx.tools.install_library --library nccl) and one GPU per rank"
-                )
-        if method in ("auto", "mpi-cuda"):
-            aware = comm.allreduce(int(_mpi_accepts_cuda(comm)), op=mpi().MIN) == 1
-            if aware or method == "mpi-cuda":  # asked for explicitly: the user knows their MPI
-                return "mpi-cuda"
-        return "mpi-host"
-
-    def _nccl_possible(self, cupy: Any) -> bool:
-        """NCCL importable on every rank and no two ranks sharing a GPU (NCCL refuses that)."""
-        try:
-            nccl = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
-            ok = bool(getattr(nccl, "available", False))
-            dev = cupy.cuda.Device()
-            props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-            pci = tuple(props.get(k) for k in ("pciDomainID", "pciBusID", "pciDeviceID"))
-            gpu = f"{mpi().Get_processor_name()}:{pci}"  # a physical GPU, whatever the masks
-        except Exception:
-            ok, gpu = False, None
-        gpus = self.comm.allgather(gpu)
-        return self.comm.allreduce(int(ok), op=mpi().MIN) == 1 and len(set(gpus)) == len(gpus)
-
-    def _nccl_init(self, cupy: Any) -> Any:
-        nccl = importlib.import_module(f"{cupy.__name__}.cuda.nccl")
-        uid: Any = None
-        if self.comm.Get_rank() == 0:
-            try:
-                uid = nccl.get_unique_id()
-            except Exception as exc:  # every rank must learn of it, or they wait in bcast
-                uid = f"{type(exc).__name__}: {exc}"
-        uid = self.comm.bcast(uid, root=0)
-        if isinstance(uid, str):
-            raise DistributedError(f"rank 0 could not create an NCCL id ({uid})")
-        return nccl.NcclCommunicator(self.comm.Get_size(), uid, self.comm.Get_rank())
-
-    def __call__(self, buf: Array) -> Array:
-        """The element-wise sum of ``buf`` over all ranks (``buf`` may be overwritten)."""
-        self.calls += 1
-        self.bytes += buf.size * buf.dtype.itemsize
-        if self.method == "none":
-            return buf
-        MPI = mpi()
-        if self.method == "mpi":
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            return buf
-        cupy = backend.cupy_module()
-        stream = cupy.cuda.get_current_stream()
-        if self.method == "nccl":  # queued on the stream, like any kernel: no host wait
-            nccl = self._nccl_module
-            kind = nccl.NCCL_FLOAT64 if buf.dtype == cupy.float64 else nccl.NCCL_FLOAT32
-            ptr = buf.data.ptr
-            self._nccl.allReduce(ptr, ptr, buf.size, kind, nccl.NCCL_SUM, stream.ptr)
-            return buf
-        if self.method == "mpi-cuda":
-            stream.synchronize()  # MPI reads the memory now, not in stream order
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            return buf
-        host = cupy.asnumpy(buf)  # mpi-host: waits for the gradients, copies ~1 MB down
-        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
-        return cupy.asarray(host)
-
-
-def _mpi_accepts_cuda(comm: Any) -> bool:
-    """True when the MPI library reports CUDA device memory among its allocation kinds."""
-    try:
-        kinds = comm.Get_info().get("mpi_memory_alloc_kinds") or ""
-    except Exception:
-        return False
-    return any(kind.split(":")[0] == "cuda" for kind in kinds.split(","))
 
 
 # --------------------------------------------------------------------------- training
@@ -340,17 +223,6 @@ def check_identical(comm: Any, parameters: dict[str, Array]) -> None:
         )
 
 
-def bind_gpu(comm: Any) -> int:
-    """Make this rank use GPU ``local_rank % visible GPUs``; return its id (one rank per GPU)."""
-    cupy = backend.cupy_module()
-    local = comm.Split_type(mpi().COMM_TYPE_SHARED)
-    local_rank = local.Get_rank()
-    local.Free()
-    device = local_rank % cupy.cuda.runtime.getDeviceCount()
-    cupy.cuda.Device(device).use()
-    return device
-
-
 def _check_columns(X: Any, Y: Any, n_x: int) -> None:
     if len(getattr(X, "shape", ())) != 2 or X.shape[0] != n_x:
         raise ShapeError(
@@ -420,7 +292,7 @@ def train_distributed(
 
     X, Y, m = _all_ok(comm, load, "loading this rank's shard")
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
-    reducer = _all_ok(comm, lambda: Allreduce(comm, X, reduce), "setting up the reduction")
+    reducer = Allreduce(comm, X, reduce)  # raises alike on every rank by itself
     state = fit_distributed(
         X, Y, state, comm=comm, m_total=m, learning_rate=learning_rate,
         num_iterations=num_iterations, record_every=record_every,

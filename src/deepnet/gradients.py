@@ -7,7 +7,9 @@ that the sum over the pieces is the full-batch gradient. :func:`gradients` compu
 what :func:`deepnet.training.train_step` computes (both are built on
 :func:`deepnet.step.backward_above_input`), so ``apply_gradients(p, *gradients(p, X, Y)[:1],
 lr)`` equals ``train_step(p, X, Y, lr)``: bit for bit except W1, which train_step updates as
-``W1 - (lr * G1) @ X.T`` (scaling the small factor) and which agrees to rounding.
+``W1 - (lr * G1) @ X.T`` (scaling the small factor) and which agrees to rounding. On CuPy
+this holds for the generic step (``DEEPNET_CUDA_FAST=0``); the fused CUDA step sums in
+another order (cuBLAS GEMV, in-place updates) and agrees to rounding only.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ The file is the course's layout (``train_set_x`` uint8 (m, 64, 64, 3), ``train_s
   rows when the dataset is stored contiguously, else h5py's sorted fancy indexing) and put
   back in batch order in memory;
 - on the CPU that thread also casts, transposes and scales the rows into the batch X;
-- on CUDA it fills page-locked (pinned) host buffers with uint8 rows (8x fewer bytes than
-  float64), each batch goes to the GPU with an asynchronous copy on its own stream (the
-  copy of batch k+1 overlaps the kernels of batch k), and the GPU makes the floats.
+- on CUDA it fills page-locked (pinned) host buffers with uint8 rows, each batch goes to
+  the GPU with an asynchronous copy on its own stream, and the GPU makes the floats in
+  fit's layout (:mod:`deepnet.cuda.batches`).
 
 The batches are those of :func:`deepnet.training.batch_order` and each step is
 :func:`deepnet.training.train_step`, so for the same ``batch_size`` and ``seed`` the result
@@ -45,6 +45,7 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace
+from deepnet.cuda.batches import CudaBatches as _CudaBatches
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import add_gradients, apply_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
@@ -342,53 +343,6 @@ class _HostBatches:
         else:
             Xt[...] = rows / 255.0  # float64, then rounded once to float32
         return idx, Xt.T, np.asarray(y, self.dtype).reshape(1, b), buf
-
-
-class _CudaBatches:
-    """CUDA: rows in pinned host memory, an asynchronous copy on a side stream, then the GPU
-    transposes and scales them.
-
-    Two device slots alternate; the copy into a slot waits (on the GPU, not the host) for
-    the conversion that last read it, and the training stream waits for the copy. The
-    pinned buffer goes back to the reader once its copy has finished.
-    """
-
-    def __init__(self, reader: _Reader, max_batch: int, xp: Any, dtype: Any) -> None:
-        self.reader, self.xp, self.dtype = reader, xp, dtype
-        self.cupy = backend.cupy_module()
-        self.nbytes = max_batch * reader.source.n_x
-        self.copy_stream = self.cupy.cuda.Stream(non_blocking=True)
-        self.slots = [self.cupy.empty(self.nbytes, dtype=self.cupy.uint8) for _ in range(2)]
-        self.slot_done: list[Any] = [None, None]
-        self.k = 0
-
-    def buffer(self) -> np.ndarray:
-        """A NumPy view of page-locked host memory (kept alive by the view)."""
-        mem = self.cupy.cuda.alloc_pinned_memory(self.nbytes)
-        return np.frombuffer(mem, np.uint8, self.nbytes)
-
-    def produce(self, idx: np.ndarray, buf: np.ndarray) -> tuple:
-        rows = buf[: len(idx) * self.reader.source.n_x].reshape(len(idx), -1)
-        return idx, rows, self.reader.read(idx, rows), buf
-
-    def upload(self, rows: np.ndarray, y: np.ndarray, release: Callable) -> tuple[Array, Array]:
-        xp, cupy = self.xp, self.cupy
-        compute = cupy.cuda.get_current_stream()
-        if self.slot_done[self.k] is not None:
-            self.copy_stream.wait_event(self.slot_done[self.k])
-        dev = self.slots[self.k][: rows.size].reshape(rows.shape)
-        dev.set(rows, stream=self.copy_stream)  # asynchronous: rows live in pinned memory
-        copied = self.copy_stream.record()
-        release(copied)  # the reader refills the pinned buffer after the copy, not before
-        compute.wait_event(copied)
-        # C order, as xp.take(X, cols, axis=1) gives fit: same layout, same cuBLAS path.
-        X = xp.astype(cupy.ascontiguousarray(dev.T), xp.float64) / 255.0
-        if X.dtype != self.dtype:
-            X = xp.astype(X, self.dtype)
-        self.slot_done[self.k] = compute.record()
-        self.k ^= 1
-        Y = xp.astype(xp.reshape(xp.asarray(y), (1, y.shape[0])), self.dtype)  # b labels
-        return X, Y
 
 
 class BatchStream:
