@@ -41,12 +41,15 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace, to_numpy
+from deepnet.engine.fit import TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import split_resume
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.kernels import num_layers
+from deepnet.optim import Optimizer
 from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
-from deepnet.training import DTYPES, TrainState, _check_finite, prepare
+from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any
 REDUCE_METHODS = ("auto", "mpi", "nccl", "mpi-cuda", "mpi-host")
@@ -265,61 +268,115 @@ def _unflatten(
     return grads, flat[at]
 
 
+class AllreduceSteps:
+    """Step source: full-batch steps on this rank's shard, gradients summed over the ranks.
+
+    Every rank computes the gradient of its shard divided by the global ``m_total``, one
+    Allreduce adds them up with the cost, and every rank applies the same optimizer update.
+    """
+
+    def __init__(
+        self,
+        X: Array,
+        Y: Array,
+        parameters: dict[str, Array],
+        optimizer: Optimizer,
+        *,
+        reducer: Allreduce,
+        m_total: int,
+        hidden: str = "relu",
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.X, self.Y, self.params, self.optimizer = X, Y, parameters, optimizer
+        self.reducer, self.m_total, self.hidden = reducer, m_total, hidden
+        self.xp = array_namespace(X, Y)
+        self.keys = grad_keys(num_layers(parameters))
+        self.shapes = {k: tuple(parameters[k[1:]].shape) for k in self.keys}
+        self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
+
+    def run(self, iteration: int) -> Array:
+        """One full-batch step over all ranks; returns the global cost (before it)."""
+        xp = self.xp
+        grads, cost = gradients(self.params, self.X, self.Y, self.m_total, self.hidden)
+        flat = self.reducer(_flatten(xp, grads, cost, self.keys))
+        grads, cost = _unflatten(xp, flat, self.shapes)
+        self.params, self.state = self.optimizer.update(self.params, grads, self.state, iteration)
+        return cost
+
+    def mark(self) -> dict[str, Array]:
+        """The parameters dict itself (never changed in place)."""
+        return self.params
+
+    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
+        """The parameters now, or at ``mark``."""
+        return self.params if mark is None else mark
+
+    def resume_state(self) -> dict[str, Any]:
+        """The optimizer's state, as ``opt.*``."""
+        return {f"opt.{k}": v for k, v in self.state.items()}
+
+    def close(self) -> None:
+        """Nothing to release (the reducer belongs to the caller)."""
+
+
+def agreed_stop(comm: Any, should_stop: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """``should_stop`` asked on every rank and agreed on: all stop if any was told to.
+
+    A signal may reach one rank only; stopping alone would leave the others waiting in
+    the next Allreduce. One small allreduce per iteration keeps them together.
+    """
+    if should_stop is None or comm is None or comm.Get_size() == 1:
+        return should_stop
+    return lambda: comm.allreduce(int(bool(should_stop())), op=mpi().MAX) == 1
+
+
 def fit_distributed(
     X: Array,
     Y: Array,
     state: TrainState,
     *,
     comm: Any,
-    learning_rate: float,
+    learning_rate: float | None = None,
     num_iterations: int,
+    optimizer: Optimizer | None = None,
+    hidden: str = "relu",
     m_total: int | None = None,
     record_every: int = 100,
     print_cost: bool = False,
     callback: Callable[[TrainState, float], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     reduce: str = "auto",
     reducer: Allreduce | None = None,
 ) -> TrainState:
     """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
 
+    The same loop (:func:`deepnet.engine.fit.run_loop`) over an :class:`AllreduceSteps`.
     Every rank must call it with the same ``state``. ``m_total`` (the examples of all
     shards) is summed over the ranks when not given. ``comm=None`` runs on one process
-    without MPI. Costs are recorded (and ``callback`` called) on every rank, identically;
-    at the end the ranks check that their parameters are bit-for-bit the same.
+    without MPI. Costs are recorded (and the hooks called) on every rank, identically;
+    ``should_stop`` is agreed on by all ranks; at the end the ranks check that their
+    parameters are bit-for-bit the same.
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
-        learning_rate <= 0
-    ):
-        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    xp = array_namespace(X, Y)
+    optimizer = make_optimizer(learning_rate, optimizer)
+    check_loop_options(num_iterations, record_every, checkpoint_every)
     if m_total is None:
         m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
     if m_total < 1:
         raise InputError("the shards hold no examples at all; training needs at least one")
     reducer = reducer or Allreduce(comm, X, reduce)
-    params, costs = state.parameters, list(state.costs)
-    keys = grad_keys(num_layers(params))
-    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
-    good_params, good_iteration = params, state.iteration
-    cost = None
-    for i in range(state.iteration, num_iterations):
-        params_in = params
-        grads, cost = gradients(params, X, Y, m_total=m_total)
-        grads, cost = _unflatten(xp, reducer(_flatten(xp, grads, cost, keys)), shapes)
-        params = apply_gradients(params, grads, learning_rate)
-        if i % record_every == 0:
-            value = float(cost)  # identical on every rank: they all decide alike
-            _check_finite(value, i, good_params, good_iteration, costs)
-            good_params, good_iteration = params_in, i
-            costs.append(value)
-            if print_cost:
-                print(f"Cost after iteration {i}: {value}", flush=True)
-            if callback is not None:
-                callback(TrainState(params, costs, i + 1), value)
-    if cost is not None and (num_iterations - 1) % record_every != 0:
-        _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
-    check_identical(comm, params)
-    return TrainState(params, costs, max(num_iterations, state.iteration))
+    steps = AllreduceSteps(
+        X, Y, state.parameters, optimizer, reducer=reducer, m_total=m_total, hidden=hidden,
+        resume=state.resume,
+    )  # fmt: skip
+    state = run_loop(
+        steps, state, num_iterations=num_iterations, record_every=record_every,
+        print_cost=print_cost, callback=callback, checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint, should_stop=agreed_stop(comm, should_stop),
+    )  # fmt: skip
+    check_identical(comm, state.parameters)
+    return state
 
 
 def check_identical(comm: Any, parameters: dict[str, Array]) -> None:

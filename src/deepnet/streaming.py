@@ -15,7 +15,8 @@ The file is the course's layout (``train_set_x`` uint8 (m, 64, 64, 3), ``train_s
 
 The batches are those of :func:`deepnet.training.batch_order` and each step is
 :func:`deepnet.training.train_step`, so for the same ``batch_size`` and ``seed`` the result
-is the in-memory :func:`deepnet.training.fit` result, bit for bit. Full batch
+is the in-memory :func:`deepnet.training.fit` result, bit for bit (the same loop,
+:func:`deepnet.engine.fit.run_loop`, over a :class:`StreamSteps` source). Full batch
 (``batch_size=None``) reads the file in chunks and adds up their gradients before the one
 update of the iteration (:mod:`deepnet.gradients`): the full-batch result to rounding.
 
@@ -45,10 +46,13 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace
+from deepnet.engine.fit import TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import batch_order, one_step, split_resume
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
-from deepnet.gradients import add_gradients, apply_gradients, gradients
+from deepnet.gradients import add_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
-from deepnet.training import DTYPES, TrainState, _check_finite, batch_order, train_step
+from deepnet.optim import Optimizer
+from deepnet.training import DTYPES, make_optimizer
 
 Array = Any
 IMAGE_SHAPE = (64, 64, 3)
@@ -471,84 +475,128 @@ def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None
         raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
+class StreamSteps:
+    """Step source: iterations over a course file read as needed (see the module docstring).
+
+    Mini-batches are :func:`deepnet.engine.sources.one_step` on each batch; full batch adds
+    up the chunks' gradients (:mod:`deepnet.gradients`) before one optimizer update.
+    """
+
+    def __init__(
+        self,
+        source: CourseFile,
+        parameters: dict[str, Array],
+        optimizer: Optimizer,
+        *,
+        first: int,
+        last: int,
+        batch_size: int | None,
+        seed: int,
+        hidden: str = "relu",
+        prefetch: bool = True,
+        chunk_size: int = DEFAULT_CHUNK,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        W1 = parameters["W1"]
+        if W1.shape[1] != source.n_x:
+            raise ShapeError(
+                f"the network takes {W1.shape[1]} inputs (W1 is {tuple(W1.shape)}) but the "
+                f"images of {source.path} have {source.n_x} values each"
+            )
+        m = self.m = source.m
+        self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
+        self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
+        self.full_batch = batch_size is None or batch_size >= m  # batch_order's rule
+        max_batch = min(m, chunk_size if self.full_batch else batch_size)
+        self.n_batches = -(-m // max_batch)  # per iteration
+
+        def plan() -> Iterator[np.ndarray]:
+            for epoch in range(first, last):
+                yield from _epoch_batches(m, batch_size, seed, epoch, max_batch)
+
+        self.stream = BatchStream(source, plan(), max_batch=max_batch, like=W1, prefetch=prefetch)
+
+    def run(self, iteration: int) -> Array:
+        """One pass over the file; returns its cost (before the updates)."""
+        cost: Any = 0.0
+        if self.full_batch:
+            total = None
+            for _ in range(self.n_batches):
+                _, X, Y = self.stream.next()
+                grads, chunk_cost = gradients(self.params, X, Y, self.m, self.hidden)
+                total, cost = add_gradients(total, grads), cost + chunk_cost
+            self.params, self.state = self.optimizer.update(
+                self.params, total, self.state, iteration
+            )
+            return cost
+        for _ in range(self.n_batches):  # exactly MemorySteps' loop
+            idx, X, Y = self.stream.next()
+            self.params, batch_cost, self.state = one_step(
+                self.params, X, Y, self.optimizer, self.state, iteration, self.hidden
+            )
+            cost = cost + batch_cost * (len(idx) / self.m)
+        return cost
+
+    def mark(self) -> dict[str, Array]:
+        """The parameters dict itself (never changed in place)."""
+        return self.params
+
+    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
+        """The parameters now, or at ``mark``."""
+        return self.params if mark is None else mark
+
+    def resume_state(self) -> dict[str, Any]:
+        """The optimizer's state, as ``opt.*`` (the batch plan depends on seed and epoch)."""
+        return {f"opt.{k}": v for k, v in self.state.items()}
+
+    def close(self) -> None:
+        """Stop the read-ahead thread and close the file."""
+        self.stream.close()
+
+
 def fit_stream(
     source: str | os.PathLike | CourseFile,
     state: TrainState,
     *,
-    learning_rate: float,
+    learning_rate: float | None = None,
     num_iterations: int,
+    optimizer: Optimizer | None = None,
+    hidden: str = "relu",
     batch_size: int | None = None,
     seed: int = 1,
     record_every: int = 100,
     print_cost: bool = False,
     callback: Callable[[TrainState, float], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     prefetch: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
 ) -> TrainState:
     """:func:`deepnet.training.fit`, with the examples read from a course file as needed.
 
-    Same batches, same steps, same recorded costs, callback and divergence handling as
-    ``fit`` on the file's data loaded in memory (X = images / 255, one column each). The
+    Same batches, same steps, same recorded costs, hooks and divergence handling as
+    ``fit`` on the file's data loaded in memory (X = images / 255, one column each): it is
+    the same loop (:func:`deepnet.engine.fit.run_loop`) over a :class:`StreamSteps`. The
     data go to the parameters' device in their dtype. ``batch_size=None`` is full batch:
     each iteration reads the file in ``chunk_size`` pieces and adds up their gradients.
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
-        learning_rate <= 0
-    ):
-        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    optimizer = make_optimizer(learning_rate, optimizer)
+    check_loop_options(num_iterations, record_every, checkpoint_every)
     _check_positive_int("batch_size", batch_size, allow_none=True)
     _check_positive_int("chunk_size", chunk_size)
-    _check_positive_int("record_every", record_every)
     if not isinstance(source, CourseFile):
         source = open_course_file(source)
-    params = state.parameters
-    W1 = params["W1"]
-    if W1.shape[1] != source.n_x:
-        raise ShapeError(
-            f"the network takes {W1.shape[1]} inputs (W1 is {tuple(W1.shape)}) but the images "
-            f"of {source.path} have {source.n_x} values each"
-        )
-    m = source.m
-    first, last = state.iteration, num_iterations
-    full_batch = batch_size is None or batch_size >= m  # batch_order's rule
-    max_batch = min(m, chunk_size if full_batch else batch_size)
-    n_batches = -(-m // max_batch)  # per iteration
-
-    def plan() -> Iterator[np.ndarray]:
-        for epoch in range(first, last):
-            yield from _epoch_batches(m, batch_size, seed, epoch, max_batch)
-
-    costs = list(state.costs)
-    good_params, good_iteration = params, first
-    cost = None
-    with BatchStream(source, plan(), max_batch=max_batch, like=W1, prefetch=prefetch) as stream:
-        for i in range(first, last):
-            params_in = params
-            if full_batch:
-                total, cost = None, 0.0
-                for _ in range(n_batches):
-                    _, X, Y = stream.next()
-                    grads, chunk_cost = gradients(params, X, Y, m_total=m)
-                    total, cost = add_gradients(total, grads), cost + chunk_cost
-                params = apply_gradients(params, total, learning_rate)
-            else:
-                cost = 0.0
-                for _ in range(n_batches):  # exactly fit's loop
-                    idx, X, Y = stream.next()
-                    params, batch_cost = train_step(params, X, Y, learning_rate)
-                    cost = cost + batch_cost * (len(idx) / m)
-            if i % record_every == 0:
-                value = float(cost)  # the one device->host read, only when recorded
-                _check_finite(value, i, good_params, good_iteration, costs)
-                good_params, good_iteration = params_in, i
-                costs.append(value)
-                if print_cost:
-                    print(f"Cost after iteration {i}: {value}")
-                if callback is not None:
-                    callback(TrainState(params, costs, i + 1), value)
-    if cost is not None and (last - 1) % record_every != 0:
-        _check_finite(float(cost), last - 1, good_params, good_iteration, costs)
-    return TrainState(params, costs, max(last, state.iteration))
+    steps = StreamSteps(
+        source, state.parameters, optimizer, first=state.iteration, last=num_iterations,
+        batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
+        chunk_size=chunk_size, resume=state.resume,
+    )  # fmt: skip
+    return run_loop(
+        steps, state, num_iterations=num_iterations, record_every=record_every,
+        print_cost=print_cost, callback=callback, checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint, should_stop=should_stop,
+    )  # fmt: skip
 
 
 def train_stream(
