@@ -225,8 +225,9 @@ class Resume:
     @property
     def state(self) -> TrainState:
         """Where the run stopped: host parameters, costs so far, next iteration."""
+        checkpoint = self.checkpoint
         return TrainState(
-            self.checkpoint.parameters, self.checkpoint.costs, self.checkpoint.iteration
+            checkpoint.parameters, checkpoint.costs, checkpoint.iteration, resume=checkpoint.resume
         )
 
 
@@ -421,6 +422,7 @@ def train_command(args: argparse.Namespace) -> int:
             dtype=settings.dtype,
             model=settings.model,
             classes=data.classes,
+            resume=state.resume,
         )
         save_checkpoint(checkpoint, checkpoint_path)
 
