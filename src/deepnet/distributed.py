@@ -118,7 +118,7 @@ def load_shard(source: CourseFile, start: int, stop: int) -> tuple[np.ndarray, n
     return x.reshape(stop - start, -1).T / 255.0, y.reshape(1, -1)
 
 
-def _all_ok(comm: Any, action: Callable[[], Any], what: str) -> Any:
+def agree(comm: Any, action: Callable[[], Any], what: str) -> Any:
     """Run ``action`` on every rank; if it fails on any, raise on all (nobody hangs)."""
     error: BaseException | None = None
     try:
@@ -133,6 +133,9 @@ def _all_ok(comm: Any, action: Callable[[], Any], what: str) -> Any:
         rank, msg = bad[0]
         raise DistributedError(f"{what} failed on rank {rank} ({len(bad)} rank(s) failed): {msg}")
     return result
+
+
+_all_ok = agree  # the former name
 
 
 # --------------------------------------------------------------------------- reduction
