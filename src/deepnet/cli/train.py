@@ -255,7 +255,7 @@ def train_command(args: argparse.Namespace) -> int:
         save_checkpoint(point, setup.checkpoint)
 
     initial = 0 if start is None else start.iteration
-    progress = Progress(settings.num_iterations, settings.print_every,
+    progress = Progress(settings.num_iterations, settings.print_every if root else 0,
                         args.progress if root else False, initial=initial)  # fmt: skip
     began = time.perf_counter()
     stop = StopRequest()
