@@ -245,5 +245,5 @@ def test_distributed_refuses_mini_batches(tmp_path):
          "--batch-size", "32", "--out", str(tmp_path / "m.npz")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error
     assert "--distributed trains full batch" in proc.stderr and "Traceback" not in proc.stderr

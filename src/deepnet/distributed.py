@@ -34,15 +34,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Unpack
 
 import array_api_compat
 import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace, to_numpy
-from deepnet.engine.fit import TrainState, check_loop_options, run_loop
-from deepnet.engine.sources import split_resume
+from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import ParameterSteps
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
@@ -271,7 +271,7 @@ def _unflatten(
     return grads, flat[at]
 
 
-class AllreduceSteps:
+class AllreduceSteps(ParameterSteps):
     """Step source: full-batch steps on this rank's shard, gradients summed over the ranks.
 
     Every rank computes the gradient of its shard divided by the global ``m_total``, one
@@ -290,12 +290,11 @@ class AllreduceSteps:
         hidden: str = "relu",
         resume: dict[str, Any] | None = None,
     ) -> None:
-        self.X, self.Y, self.params, self.optimizer = X, Y, parameters, optimizer
-        self.reducer, self.m_total, self.hidden = reducer, m_total, hidden
+        super().__init__(parameters, optimizer, hidden, resume)
+        self.X, self.Y, self.reducer, self.m_total = X, Y, reducer, m_total
         self.xp = array_namespace(X, Y)
         self.keys = grad_keys(num_layers(parameters))
         self.shapes = {k: tuple(parameters[k[1:]].shape) for k in self.keys}
-        self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
 
     def run(self, iteration: int) -> Array:
         """One full-batch step over all ranks; returns the global cost (before it)."""
@@ -305,21 +304,6 @@ class AllreduceSteps:
         grads, cost = _unflatten(xp, flat, self.shapes)
         self.params, self.state = self.optimizer.update(self.params, grads, self.state, iteration)
         return cost
-
-    def mark(self) -> dict[str, Array]:
-        """The parameters dict itself (never changed in place)."""
-        return self.params
-
-    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
-        """The parameters now, or at ``mark``."""
-        return self.params if mark is None else mark
-
-    def resume_state(self) -> dict[str, Any]:
-        """The optimizer's state, as ``opt.*``."""
-        return {f"opt.{k}": v for k, v in self.state.items()}
-
-    def close(self) -> None:
-        """Nothing to release (the reducer belongs to the caller)."""
 
 
 def agreed_stop(comm: Any, should_stop: Callable[[], bool] | None) -> Callable[[], bool] | None:
@@ -344,14 +328,9 @@ def fit_distributed(
     optimizer: Optimizer | None = None,
     hidden: str = "relu",
     m_total: int | None = None,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
-    checkpoint_every: int | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
     reduce: str = "auto",
     reducer: Allreduce | None = None,
+    **options: Unpack[LoopOptions],
 ) -> TrainState:
     """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
 
@@ -363,7 +342,7 @@ def fit_distributed(
     parameters are bit-for-bit the same.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
-    check_loop_options(num_iterations, record_every, checkpoint_every)
+    check_loop_options(num_iterations, **options)
     if m_total is None:
         m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
     if m_total < 1:
@@ -373,11 +352,8 @@ def fit_distributed(
         X, Y, state.parameters, optimizer, reducer=reducer, m_total=m_total, hidden=hidden,
         resume=state.resume,
     )  # fmt: skip
-    state = run_loop(
-        steps, state, num_iterations=num_iterations, record_every=record_every,
-        print_cost=print_cost, callback=callback, checkpoint_every=checkpoint_every,
-        on_checkpoint=on_checkpoint, should_stop=agreed_stop(comm, should_stop),
-    )  # fmt: skip
+    options["should_stop"] = agreed_stop(comm, options.get("should_stop"))
+    state = run_loop(steps, state, num_iterations=num_iterations, **options)
     check_identical(comm, state.parameters)
     return state
 
@@ -433,10 +409,8 @@ def train_distributed(
     seed: int = 1,
     device: str | None = None,
     dtype: str = "float64",
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     reduce: str = "auto",
+    **options: Unpack[LoopOptions],
 ) -> tuple[dict[str, Array], list[float]]:
     """Full-batch ``L_layer_model`` on a course file, data-parallel over MPI ranks.
 
@@ -480,10 +454,10 @@ def train_distributed(
     X, Y, m = _all_ok(comm, load, "loading this rank's shard")
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
     reducer = _all_ok(comm, lambda: Allreduce(comm, X, reduce), "setting up the reduction")
+    options["print_cost"] = options.get("print_cost", False) and rank == 0
     state = fit_distributed(
         X, Y, state, comm=comm, m_total=m, learning_rate=learning_rate,
-        num_iterations=num_iterations, record_every=record_every,
-        print_cost=print_cost and rank == 0, callback=callback, reducer=reducer,
+        num_iterations=num_iterations, reducer=reducer, **options,
     )  # fmt: skip
     return state.parameters, state.costs
 

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import array_api_compat
 import h5py
@@ -46,8 +46,8 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.backend import array_namespace
-from deepnet.engine.fit import TrainState, check_loop_options, run_loop
-from deepnet.engine.sources import batch_order, one_step, split_resume
+from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import ParameterSteps, batch_order
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import add_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
@@ -475,7 +475,7 @@ def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None
         raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
-class StreamSteps:
+class StreamSteps(ParameterSteps):
     """Step source: iterations over a course file read as needed (see the module docstring).
 
     Mini-batches are :func:`deepnet.engine.sources.one_step` on each batch; full batch adds
@@ -504,8 +504,7 @@ class StreamSteps:
                 f"images of {source.path} have {source.n_x} values each"
             )
         m = self.m = source.m
-        self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
-        self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
+        super().__init__(parameters, optimizer, hidden, resume)
         self.full_batch = batch_size is None or batch_size >= m  # batch_order's rule
         max_batch = min(m, chunk_size if self.full_batch else batch_size)
         self.n_batches = -(-m // max_batch)  # per iteration
@@ -531,23 +530,8 @@ class StreamSteps:
             return cost
         for _ in range(self.n_batches):  # exactly MemorySteps' loop
             idx, X, Y = self.stream.next()
-            self.params, batch_cost, self.state = one_step(
-                self.params, X, Y, self.optimizer, self.state, iteration, self.hidden
-            )
-            cost = cost + batch_cost * (len(idx) / self.m)
+            cost = cost + self.step(X, Y, iteration) * (len(idx) / self.m)
         return cost
-
-    def mark(self) -> dict[str, Array]:
-        """The parameters dict itself (never changed in place)."""
-        return self.params
-
-    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
-        """The parameters now, or at ``mark``."""
-        return self.params if mark is None else mark
-
-    def resume_state(self) -> dict[str, Any]:
-        """The optimizer's state, as ``opt.*`` (the batch plan depends on seed and epoch)."""
-        return {f"opt.{k}": v for k, v in self.state.items()}
 
     def close(self) -> None:
         """Stop the read-ahead thread and close the file."""
@@ -560,18 +544,13 @@ def fit_stream(
     *,
     learning_rate: float | None = None,
     num_iterations: int,
-    optimizer: Optimizer | None = None,
-    hidden: str = "relu",
     batch_size: int | None = None,
-    seed: int = 1,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
-    checkpoint_every: int | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
     prefetch: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    seed: int = 1,
+    optimizer: Optimizer | None = None,
+    hidden: str = "relu",
+    **options: Unpack[LoopOptions],
 ) -> TrainState:
     """:func:`deepnet.training.fit`, with the examples read from a course file as needed.
 
@@ -582,7 +561,7 @@ def fit_stream(
     each iteration reads the file in ``chunk_size`` pieces and adds up their gradients.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
-    check_loop_options(num_iterations, record_every, checkpoint_every)
+    check_loop_options(num_iterations, **options)
     _check_positive_int("batch_size", batch_size, allow_none=True)
     _check_positive_int("chunk_size", chunk_size)
     if not isinstance(source, CourseFile):
@@ -592,11 +571,7 @@ def fit_stream(
         batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
         chunk_size=chunk_size, resume=state.resume,
     )  # fmt: skip
-    return run_loop(
-        steps, state, num_iterations=num_iterations, record_every=record_every,
-        print_cost=print_cost, callback=callback, checkpoint_every=checkpoint_every,
-        on_checkpoint=on_checkpoint, should_stop=should_stop,
-    )  # fmt: skip
+    return run_loop(steps, state, num_iterations=num_iterations, **options)
 
 
 def train_stream(
@@ -610,11 +585,9 @@ def train_stream(
     seed: int = 1,
     device: str | None = None,
     dtype: str = "float64",
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     prefetch: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    **options: Unpack[LoopOptions],
 ) -> tuple[dict[str, Array], list[float]]:
     """``L_layer_model`` on a course file read as needed; returns (parameters, costs).
 
@@ -628,8 +601,7 @@ def train_stream(
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
     state = fit_stream(
         source, state, learning_rate=learning_rate, num_iterations=num_iterations,
-        batch_size=batch_size, seed=seed, record_every=record_every, print_cost=print_cost,
-        callback=callback, prefetch=prefetch, chunk_size=chunk_size,
+        batch_size=batch_size, seed=seed, prefetch=prefetch, chunk_size=chunk_size, **options,
     )  # fmt: skip
     return state.parameters, state.costs
 

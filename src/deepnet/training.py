@@ -9,13 +9,13 @@ operations (:mod:`deepnet.step`). A scalar is read back only when a cost is reco
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
-from deepnet.engine.fit import StepSource, TrainState, check_loop_options, run_loop
-from deepnet.engine.sources import batch_order, memory_source, one_step, take_columns
+from deepnet.engine.fit import LoopOptions, StepSource, TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import ParameterSteps, batch_order, memory_source, take_columns
 from deepnet.errors import InputError
 from deepnet.initialization import Init, check_layer_dims, draw_parameters
 from deepnet.optim import GradientDescent, Optimizer, state_on
@@ -39,8 +39,9 @@ def train_step(
     saturates); reading it with ``float()`` is the only point that waits for the device.
     On CuPy arrays it is the fused CUDA step (:mod:`deepnet.cuda_step`).
     """
-    parameters, cost, _ = one_step(parameters, X, Y, GradientDescent(learning_rate), {}, 0)
-    return parameters, cost
+    steps = ParameterSteps(parameters, GradientDescent(learning_rate))
+    cost = steps.step(X, Y, 0)
+    return steps.params, cost
 
 
 def prepare(X: Array, Y: Array, device: str | None, dtype: str) -> tuple[Array, Array]:
@@ -79,13 +80,8 @@ def fit(
     hidden: str = "relu",
     batch_size: int | None = None,
     seed: int = 1,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
-    checkpoint_every: int | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
     gram: bool | None = None,
+    **options: Unpack[LoopOptions],
 ) -> TrainState:
     """Run iterations ``state.iteration .. num_iterations - 1`` on device-resident X, Y.
 
@@ -99,18 +95,14 @@ def fit(
     it where it is valid and pays, True wherever valid, False never.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
-    check_loop_options(num_iterations, record_every, checkpoint_every)
+    check_loop_options(num_iterations, **options)  # before any work (K, threads)
     if batch_size is not None:
         check_count(batch_size, "batch_size", minimum=1)
     source = memory_source(
         state.parameters, X, Y, optimizer, hidden=hidden, batch_size=batch_size, seed=seed,
         gram=gram, iterations_left=num_iterations - state.iteration, resume=state.resume,
     )  # fmt: skip
-    return run_loop(
-        source, state, num_iterations=num_iterations, record_every=record_every,
-        print_cost=print_cost, callback=callback, checkpoint_every=checkpoint_every,
-        on_checkpoint=on_checkpoint, should_stop=should_stop,
-    )  # fmt: skip
+    return run_loop(source, state, num_iterations=num_iterations, **options)
 
 
 def make_optimizer(learning_rate: float | None, optimizer: Optimizer | None) -> Optimizer:

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import numpy as np
 
@@ -65,10 +65,21 @@ class StepSource(Protocol):
         """Release threads, files or buffers."""
 
 
+class LoopOptions(TypedDict, total=False):
+    """The loop's keyword options, the same for every source (see :func:`run_loop`)."""
+
+    record_every: int
+    print_cost: bool
+    callback: Callable[[TrainState, float], None] | None
+    checkpoint_every: int | None
+    on_checkpoint: Callable[[TrainState], None] | None
+    should_stop: Callable[[], bool] | None
+
+
 def check_loop_options(
-    num_iterations: Any, record_every: Any, checkpoint_every: Any = None
+    num_iterations: Any, record_every: Any = 100, checkpoint_every: Any = None, **_: Any
 ) -> None:
-    """The loop's own arguments, checked once for every source."""
+    """The loop's own arguments, checked once for every source (other options ignored)."""
     check_count(num_iterations, "num_iterations")
     check_count(record_every, "record_every", minimum=1)
     if checkpoint_every is not None:
@@ -82,16 +93,7 @@ def divergence_limit(costs: list[float], value: float) -> float:
 
 
 def run_loop(
-    source: StepSource,
-    state: TrainState,
-    *,
-    num_iterations: int,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
-    checkpoint_every: int | None = None,
-    on_checkpoint: Callable[[TrainState], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    source: StepSource, state: TrainState, *, num_iterations: int, **options: Unpack[LoopOptions]
 ) -> TrainState:
     """Run iterations ``state.iteration .. num_iterations - 1`` of ``source``.
 
@@ -101,8 +103,25 @@ def run_loop(
     ``on_checkpoint(state)`` gets a state to resume from; after each iteration
     ``should_stop()`` may end the run early (``stopped_early=True``). Passing a returned
     state back in, with a source built from it, continues exactly where it stopped.
-    The source is closed on the way out.
+    The source is closed on the way out (also when an option is refused).
     """
+    try:
+        return _loop(source, state, num_iterations, **options)
+    finally:
+        source.close()
+
+
+def _loop(
+    source: StepSource,
+    state: TrainState,
+    num_iterations: int,
+    record_every: int = 100,
+    print_cost: bool = False,
+    callback: Callable[[TrainState, float], None] | None = None,
+    checkpoint_every: int | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainState:
     check_loop_options(num_iterations, record_every, checkpoint_every)
     costs = list(state.costs)
     # Parameters whose cost was last seen good (a cheap mark): what a diverged run keeps.
@@ -112,33 +131,30 @@ def run_loop(
     def snapshot(done: int, stopped: bool = False) -> TrainState:
         return TrainState(source.parameters(), list(costs), done, stopped, source.resume_state())
 
-    try:
-        # Overflow shows up below as a non-finite cost, with a clearer message than NumPy's.
-        with np.errstate(over="ignore", invalid="ignore"):
-            for i in range(state.iteration, num_iterations):
-                mark_in = source.mark()
-                cost = source.run(i)
-                if i % record_every == 0:
-                    value = float(cost)  # the one device->host read, only when recorded
-                    _check(value, i, partial(source.parameters, good), good_iteration, costs)
-                    good, good_iteration = mark_in, i
-                    costs.append(value)
-                    if print_cost:
-                        print(f"Cost after iteration {i}: {value}", flush=True)
-                    if callback is not None:
-                        callback(TrainState(source.parameters(), costs, i + 1), value)
-                done = i + 1
-                if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
-                    on_checkpoint(snapshot(done))
-                if should_stop is not None and done < num_iterations and should_stop():
-                    return snapshot(done, stopped=True)
-            if cost is not None and (num_iterations - 1) % record_every != 0:
-                value = float(cost)
-                _check(value, num_iterations - 1, partial(source.parameters, good),
-                       good_iteration, costs)  # fmt: skip
-            return snapshot(max(num_iterations, state.iteration))
-    finally:
-        source.close()
+    # Overflow shows up below as a non-finite cost, with a clearer message than NumPy's.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(state.iteration, num_iterations):
+            mark_in = source.mark()
+            cost = source.run(i)
+            if i % record_every == 0:
+                value = float(cost)  # the one device->host read, only when recorded
+                _check(value, i, partial(source.parameters, good), good_iteration, costs)
+                good, good_iteration = mark_in, i
+                costs.append(value)
+                if print_cost:
+                    print(f"Cost after iteration {i}: {value}", flush=True)
+                if callback is not None:
+                    callback(TrainState(source.parameters(), costs, i + 1), value)
+            done = i + 1
+            if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
+                on_checkpoint(snapshot(done))
+            if should_stop is not None and done < num_iterations and should_stop():
+                return snapshot(done, stopped=True)
+        if cost is not None and (num_iterations - 1) % record_every != 0:
+            value = float(cost)
+            _check(value, num_iterations - 1, partial(source.parameters, good),
+                   good_iteration, costs)  # fmt: skip
+        return snapshot(max(num_iterations, state.iteration))
 
 
 def _check(

@@ -1,8 +1,8 @@
 """Step sources for :func:`deepnet.engine.fit.run_loop`: where each iteration's step comes from.
 
 - :class:`MemorySteps`: device-resident X, Y; full batch or seeded mini-batches. Each step
-  is the fused generic step (:func:`deepnet.step.optimizer_step`), or the fused CUDA step
-  where :func:`cuda_supports` says it computes the same thing.
+  (:meth:`ParameterSteps.step`) is the fused generic step (:func:`deepnet.step.optimizer_step`),
+  or the fused CUDA step where :func:`cuda_supports` says it computes the same thing.
 - :class:`deepnet.fastpath.GramSteps`: full batch, W1 @ X tracked through X.T @ X.
 - :class:`deepnet.streaming.StreamSteps` and :class:`deepnet.distributed.AllreduceSteps`:
   a file read as needed, and MPI shards.
@@ -56,66 +56,36 @@ def cuda_supports(hidden: str, optimizer: Optimizer) -> bool:
     return hidden == "relu" and is_plain_gd(optimizer)
 
 
-def one_step(
-    parameters: dict[str, Array],
-    X: Array,
-    Y: Array,
-    optimizer: Optimizer,
-    state: State,
-    iteration: int,
-    hidden: str = "relu",
-) -> tuple[dict[str, Array], Array, State]:
-    """One step on (X, Y): the CUDA fast path where it applies, else the generic step."""
-    if cuda_supports(hidden, optimizer) and cuda_step.accepts(parameters, X, Y):
-        lr = optimizer.learning_rate  # type: ignore[attr-defined]
-        parameters, cost = cuda_step.cuda_train_step(parameters, X, Y, lr)
-        return parameters, cost, state
-    return optimizer_step(parameters, X, Y, optimizer, state, iteration, hidden)
-
-
 def split_resume(resume: dict[str, Any]) -> State:
     """The optimizer's part (``opt.*``) of a TrainState's resume record."""
     return {k[4:]: v for k, v in resume.items() if k.startswith("opt.")}
 
 
-class MemorySteps:
-    """Iterations of :func:`one_step` on device-resident data, full batch or mini-batches."""
+class ParameterSteps:
+    """The common part of the step sources whose parameters are a dict that each step
+    replaces (never changes): the optimizer, its state, marks and the resume record."""
 
     def __init__(
         self,
         parameters: dict[str, Array],
-        X: Array,
-        Y: Array,
         optimizer: Optimizer,
-        *,
         hidden: str = "relu",
-        batch_size: int | None = None,
-        seed: int = 1,
-        resume: dict[str, Any] | None = None,
+        resume: dict | None = None,
     ) -> None:
-        self.params, self.X, self.Y = parameters, X, Y
-        self.optimizer, self.hidden = optimizer, hidden
-        self.batch_size, self.seed = batch_size, seed
+        self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
         self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
 
-    def run(self, iteration: int) -> Array:
-        """One pass over the data; the cost is the batches' costs weighted by their size."""
-        X, Y, m = self.X, self.Y, self.X.shape[1]
-        batches = batch_order(m, self.batch_size, self.seed, iteration)
-        if batches is None:
-            self.params, cost, self.state = self._step(X, Y, iteration)
+    def step(self, X: Array, Y: Array, iteration: int) -> Array:
+        """One step on (X, Y), returning its cost: the fused CUDA step where
+        :func:`cuda_supports` says it computes this step, else the generic one."""
+        if cuda_supports(self.hidden, self.optimizer) and cuda_step.accepts(self.params, X, Y):
+            lr = self.optimizer.learning_rate  # type: ignore[attr-defined]
+            self.params, cost = cuda_step.cuda_train_step(self.params, X, Y, lr)
             return cost
-        xp = array_namespace(X, Y)
-        cost = 0.0
-        for idx in batches:
-            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
-            Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
-            self.params, batch_cost, self.state = self._step(Xb, Yb, iteration)
-            cost = cost + batch_cost * (len(idx) / m)
+        self.params, cost, self.state = optimizer_step(
+            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden
+        )
         return cost
-
-    def _step(self, X: Array, Y: Array, iteration: int) -> tuple[dict, Array, State]:
-        return one_step(self.params, X, Y, self.optimizer, self.state, iteration, self.hidden)
 
     def mark(self) -> dict[str, Array]:
         """The parameters dict itself: steps build new dicts, never change one."""
@@ -133,26 +103,59 @@ class MemorySteps:
         """Nothing to release."""
 
 
+class MemorySteps(ParameterSteps):
+    """Iterations of :func:`one_step` on device-resident data, full batch or mini-batches."""
+
+    def __init__(
+        self,
+        parameters: dict[str, Array],
+        X: Array,
+        Y: Array,
+        optimizer: Optimizer,
+        *,
+        hidden: str = "relu",
+        batch_size: int | None = None,
+        seed: int = 1,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(parameters, optimizer, hidden, resume)
+        self.X, self.Y, self.batch_size, self.seed = X, Y, batch_size, seed
+
+    def run(self, iteration: int) -> Array:
+        """One pass over the data; the cost is the batches' costs weighted by their size."""
+        X, Y, m = self.X, self.Y, self.X.shape[1]
+        batches = batch_order(m, self.batch_size, self.seed, iteration)
+        if batches is None:
+            return self.step(X, Y, iteration)
+        xp = array_namespace(X, Y)
+        cost = 0.0
+        for idx in batches:
+            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+            Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
+            cost = cost + self.step(Xb, Yb, iteration) * (len(idx) / m)
+        return cost
+
+
 def memory_source(
     parameters: dict[str, Array],
     X: Array,
     Y: Array,
     optimizer: Optimizer,
     *,
-    hidden: str = "relu",
-    batch_size: int | None = None,
-    seed: int = 1,
     gram: bool | None = None,
     iterations_left: int = 0,
     resume: dict[str, Any] | None = None,
+    **step_options: Any,
 ) -> MemorySteps | fastpath.GramSteps:
     """The source for in-memory data: the Gram path where it is valid, supported and pays
     (``gram``: None automatic, True wherever valid, False never), else :class:`MemorySteps`.
 
     A resumed Gram run (``gram.*`` arrays in ``resume``) continues on the Gram path,
-    exactly, unless ``gram=False``.
+    exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed) are
+    :class:`MemorySteps`'.
     """
     resume = resume or {}
+    hidden, batch_size = step_options.get("hidden", "relu"), step_options.get("batch_size")
     n1 = parameters["W1"].shape[0]
     supported = fastpath.supports(None, optimizer)
     if gram and not supported:
@@ -167,7 +170,4 @@ def memory_source(
     if wanted and supported:
         return fastpath.GramSteps(parameters, X, Y, optimizer, hidden=hidden, resume=resume)
     resume = {k: v for k, v in resume.items() if not k.startswith("gram.")}
-    return MemorySteps(
-        parameters, X, Y, optimizer, hidden=hidden, batch_size=batch_size, seed=seed,
-        resume=resume,
-    )  # fmt: skip
+    return MemorySteps(parameters, X, Y, optimizer, resume=resume, **step_options)
