@@ -185,3 +185,14 @@ def test_model_files_record_the_hidden_activation_and_checkpoint_state(tmp_path)
     back = load_checkpoint(tmp_path / "c.npz").resume
     assert back.keys() == resume.keys() and back["opt.t"] == 5
     assert np.array_equal(back["gram.P"], resume["gram.P"])
+
+
+def test_the_command_line_stops_a_finite_divergence(tmp_path, capsys):
+    from deepnet import cli
+
+    out = tmp_path / "m.npz"
+    args = ["train", "--synthetic", "--lr", "1e6", "-n", "300", "--layers", "12288,4,1"]
+    assert cli.main([*args, "--out", str(out), "--no-progress", "--print-every", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "training diverged: the cost grew to" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "m.ckpt.npz").exists()

@@ -38,7 +38,20 @@ from deepnet.kernels import (
 )
 from deepnet.training import L_layer_model, two_layer_model
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; a fallback when run from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("deepnet", "deepnet-course"):  # the distribution name may change
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "DataError",

@@ -23,14 +23,11 @@ Launch with one rank per GPU (or per socket on CPUs)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -44,11 +41,11 @@ from deepnet.backend import array_namespace, to_numpy
 from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
-from deepnet.gradients import apply_gradients, grad_keys, gradients
+from deepnet.gradients import grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.kernels import num_layers
 from deepnet.optim import Optimizer
-from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
+from deepnet.streaming import CourseFile, _open_h5, open_course_file
 from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any
@@ -66,7 +63,7 @@ class DistributedError(DeepnetError, RuntimeError):
 def mpi() -> ModuleType:
     """The ``mpi4py.MPI`` module (initialising MPI), or DistributedError saying how to get it."""
     try:
-        from mpi4py import MPI  # noqa: PLC0415  (lazy: MPI starts when first asked for)
+        from mpi4py import MPI  # lazy: MPI starts when first asked for
     except ImportError as exc:
         raise DistributedError(
             f"distributed training needs mpi4py and an MPI library ({exc}); install both "
@@ -462,171 +459,18 @@ def train_distributed(
     return state.parameters, state.costs
 
 
-# --------------------------------------------------------------------------- measuring
-
-
-def benchmark(
-    comm: Any,
-    *,
-    m: int = 2048,
-    layers_dims: Sequence[int] = (12288, 20, 7, 5, 1),
-    iterations: int = 10,
-    warmup: int = 2,
-    device: str | None = None,
-    dtype: str = "float64",
-    reduce: str = "auto",
-) -> dict[str, Any]:
-    """Time the parts of a data-parallel step on synthetic data: the same on every rank.
-
-    The ``m`` examples are split over the ranks (strong scaling). Each step's time is its
-    slowest rank's; reported are the mean and the minimum over the timed steps of
-    ``compute`` (gradients of the shard), ``reduce`` (the Allreduce of gradients and cost)
-    and ``step`` (a whole step, update included).
-    """
-    dims = check_layer_dims(layers_dims)
-    device = backend.resolve_device(device)
-    if device == "cuda":
-        bind_gpu(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    start, stop = shard_bounds(m, rank, size)
-    rng = np.random.default_rng([rank, size])
-    Y = (rng.random((1, stop - start)) < 0.5).astype(np.float64)
-    X = (rng.integers(0, 192, (dims[0], stop - start)) + 64 * Y) / 255.0
-    X, Y = prepare(X, Y, device, dtype)
-    xp = array_namespace(X)
-    params = place(draw_parameters(dims, "lecun", 1), device, dtype)
-    keys = grad_keys(num_layers(params))
-    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
-    reducer = Allreduce(comm, X, reduce)
-    times = np.zeros((3, iterations))  # compute, reduce, step; one column per timed step
-    for i in range(warmup + iterations):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        grads, cost = gradients(params, X, Y, m_total=m)
-        flat = _flatten(xp, grads, cost, keys)
-        backend.synchronize(device)
-        t1 = time.perf_counter()
-        flat = reducer(flat)
-        backend.synchronize(device)
-        t2 = time.perf_counter()
-        grads, cost = _unflatten(xp, flat, shapes)
-        params = apply_gradients(params, grads, 0.0075)
-        float(cost)
-        t3 = time.perf_counter()
-        if i >= warmup:
-            times[:, i - warmup] = (t1 - t0, t2 - t1, t3 - t0)
-    MPI = mpi()
-    comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)  # each step waits for its slowest rank
-    names = ("compute", "reduce", "step")
-    mean = dict(zip(names, times.mean(axis=1).tolist(), strict=True))
-    fastest = dict(zip(names, times.min(axis=1).tolist(), strict=True))
-    payload = int(flat.size) * flat.dtype.itemsize
-    return {
-        "ranks": size,
-        "m": m,
-        "layers_dims": dims,
-        "device": device,
-        "dtype": dtype,
-        "reduce": reducer.method,
-        "seconds_per_step": mean,
-        "examples_per_s": m / mean["step"],
-        # The least disturbed step: what the hardware can do when nothing else runs.
-        "min_seconds_per_step": fastest,
-        "min_examples_per_s": m / fastest["step"],
-        "allreduce_payload_bytes": payload,
-        # A ring (bandwidth-optimal) allreduce sends and receives 2 (p-1)/p of the buffer.
-        "ring_bytes_sent_per_rank": int(2 * (size - 1) / size * payload),
-        "comm_to_compute": mean["reduce"] / mean["compute"],
-        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
-        "threads_per_rank": os.environ.get("OMP_NUM_THREADS", "default"),
-    }
-
-
 # --------------------------------------------------------------------------- command line
 
 
-def _default_data() -> str | None:
-    root = os.environ.get("DEEPNET_DATA")
-    return str(Path(root) / "train_catvnoncat.h5") if root else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``train`` or ``bench`` under mpiexec; rank 0 prints. Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m deepnet.distributed", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="full-batch training, data-parallel over the ranks")
-    train.add_argument("--data", default=_default_data(), help="course-layout HDF5 file "
-                       "(default: $DEEPNET_DATA/train_catvnoncat.h5)")  # fmt: skip
-    train.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    train.add_argument("--learning-rate", type=float, default=0.0075)
-    train.add_argument("--iterations", type=int, default=2500)
-    train.add_argument("--record-every", type=int, default=100)
-    train.add_argument("--init", default="lecun", choices=("lecun", "small"))
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--device", default=None)
-    train.add_argument("--dtype", default="float64", choices=DTYPES)
-    train.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
-    train.add_argument("--costs-json", help="rank 0 writes the cost history here")
-    train.add_argument("--params-npz", help="rank 0 writes the parameters here")
-    train.add_argument("--quiet", action="store_true", help="do not print the costs")
-    bench = sub.add_parser("bench", help="time compute and Allreduce per step; JSON on rank 0")
-    bench.add_argument("--m", type=int, default=2048, help="examples over all ranks")
-    bench.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    bench.add_argument("--iterations", type=int, default=10)
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--dtype", default="float64", choices=DTYPES)
-    bench.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
-    args = parser.parse_args(argv)
-    try:
-        comm = world()
-        if args.command == "bench":
-            report = benchmark(
-                comm, m=args.m, layers_dims=args.layers, iterations=args.iterations,
-                device=args.device, dtype=args.dtype, reduce=args.reduce,
-            )  # fmt: skip
-            if is_root(comm):
-                print(json.dumps(report))
-            return 0
-        if args.data is None:
-            raise InputError("no data: pass --data FILE or set DEEPNET_DATA")
-        params, costs = train_distributed(
-            args.data, args.layers, comm=comm, learning_rate=args.learning_rate,
-            num_iterations=args.iterations, init=args.init, seed=args.seed,
-            device=args.device, dtype=args.dtype, record_every=args.record_every,
-            print_cost=not args.quiet, reduce=args.reduce,
-        )  # fmt: skip
-    except DeepnetError as exc:  # raised alike on every rank (see _all_ok): say it once
-        if _rank_or_zero() == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if is_root(comm):
-        if args.costs_json:
-            Path(args.costs_json).write_text(json.dumps({"ranks": comm.Get_size(), "costs": costs}))
-        if args.params_npz:
-            np.savez(args.params_npz, **{k: to_numpy(v) for k, v in params.items()})
-    return 0
+    """``python -m deepnet.distributed``: an alias of :func:`deepnet.measure.mpi_main`
+    (``mpiexec -n N deepnet train --distributed`` is the command's own way to train)."""
+    from deepnet.measure import mpi_main
 
-
-def _rank_or_zero() -> int:
-    try:
-        return mpi().COMM_WORLD.Get_rank()
-    except DeepnetError:
-        return 0
-
-
-def _main_or_abort() -> int:
-    """main(), but an unexpected error on one rank ends all of them instead of a hang."""
-    try:
-        return main()
-    except Exception:
-        import traceback  # noqa: PLC0415
-
-        traceback.print_exc()
-        comm = mpi().COMM_WORLD
-        if comm.Get_size() > 1:
-            comm.Abort(1)
-        return 1
+    return mpi_main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(_main_or_abort())
+    from deepnet.measure import mpi_main_or_abort
+
+    sys.exit(mpi_main_or_abort())

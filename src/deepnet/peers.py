@@ -163,7 +163,7 @@ def torch_cuda_available() -> bool:
     """True when PyTorch is installed and sees a CUDA GPU."""
     if not torch_available():
         return False
-    import torch  # noqa: PLC0415
+    import torch
 
     return bool(torch.cuda.is_available())
 
@@ -185,7 +185,7 @@ class TorchStep:
         device: str = "cpu",
         dtype: str = "float32",
     ) -> None:
-        import torch  # noqa: PLC0415
+        import torch
 
         self.torch = torch
         self.device = "cuda" if device == "cuda" else "cpu"

@@ -20,21 +20,19 @@ is the in-memory :func:`deepnet.training.fit` result, bit for bit (the same loop
 (``batch_size=None``) reads the file in chunks and adds up their gradients before the one
 update of the iteration (:mod:`deepnet.gradients`): the full-batch result to rounding.
 
-``python -m deepnet.streaming make-synthetic PATH --n 200000`` writes a large file in the
-course's layout, block by block; ``python -m deepnet.streaming train PATH ...`` trains from
-one and prints its costs, speed and peak memory as JSON.
+``deepnet make-data PATH --n 200000`` writes a large file in the course's layout, block by
+block; ``deepnet train --stream PATH`` trains from one (checkpoints, stop, resume, a saved
+model). ``python -m deepnet.streaming train PATH`` (:mod:`deepnet.measure`) prints a run's
+costs, speed and peak memory as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +46,7 @@ from deepnet import backend
 from deepnet.backend import array_namespace
 from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order
-from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
+from deepnet.errors import DataError, InputError, ShapeError
 from deepnet.gradients import add_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.optim import Optimizer
@@ -643,86 +641,15 @@ def make_synthetic(
     return open_course_file(path)
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM on Linux, ru_maxrss elsewhere)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource  # noqa: PLC0415  (POSIX only; Linux answered above)
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
 # --------------------------------------------------------------------------- command line
 
 
-def parse_layers(text: str) -> list[int]:
-    """``"12288,20,7,5,1"`` -> [12288, 20, 7, 5, 1] (an argparse type)."""
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected layer sizes like 12288,20,7,5,1, got {text!r}"
-        ) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``make-synthetic PATH --n N`` or ``train PATH ...`` (prints JSON); returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m deepnet.streaming", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    make = sub.add_parser("make-synthetic", help="write a large file in the course's layout")
-    make.add_argument("path")
-    make.add_argument("--n", type=int, default=200_000, help="number of images (200000)")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--prefix", default="train", help="dataset names PREFIX_set_x/y")
-    train = sub.add_parser("train", help="train from a file, print costs/speed/memory as JSON")
-    train.add_argument("path")
-    train.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    train.add_argument("--batch-size", type=int, default=64, help="0 means full batch")
-    train.add_argument("--iterations", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=0.0075)
-    train.add_argument("--record-every", type=int, default=1)
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--device", default=None)
-    train.add_argument("--dtype", default="float64", choices=DTYPES)
-    train.add_argument("--no-prefetch", action="store_true", help="read each batch when needed")
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except DeepnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m deepnet.streaming``: an alias of :func:`deepnet.measure.stream_main`
+    (``deepnet make-data`` and ``deepnet train --stream`` are the command's own)."""
+    from deepnet.measure import stream_main
 
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "make-synthetic":
-        info = make_synthetic(args.path, args.n, seed=args.seed, prefix=args.prefix)
-        print(json.dumps({"path": str(info.path), "m": info.m, "bytes": info.path.stat().st_size}))
-        return 0
-    source = open_course_file(args.path)
-    start = time.perf_counter()
-    _, costs = train_stream(
-        source, args.layers, learning_rate=args.learning_rate, num_iterations=args.iterations,
-        batch_size=args.batch_size or None, seed=args.seed, device=args.device,
-        dtype=args.dtype, record_every=args.record_every, prefetch=not args.no_prefetch,
-    )  # fmt: skip
-    backend.synchronize(args.device)
-    seconds = time.perf_counter() - start
-    report = {
-        "m": source.m,
-        "file_bytes": source.path.stat().st_size,
-        "costs": costs,
-        "seconds": seconds,
-        "examples_per_s": source.m * args.iterations / seconds,
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
-    print(json.dumps(report))
-    return 0
+    return stream_main(argv)
 
 
 if __name__ == "__main__":
