@@ -196,3 +196,29 @@ def test_the_command_line_stops_a_finite_divergence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training diverged: the cost grew to" in err and len(err.strip().splitlines()) == 1
     assert not out.exists() and not (tmp_path / "m.ckpt.npz").exists()
+
+
+def test_every_entry_point_checks_its_arguments_alike(tmp_path):
+    from deepnet.distributed import fit_distributed
+    from deepnet.streaming import fit_stream, make_synthetic
+
+    X, Y = data()
+    source = make_synthetic(tmp_path / "s.h5", 8, image_shape=(2, 2, 3))
+    params = draw_parameters([12, 2, 1], "lecun", 1)
+    calls = {
+        "fit": lambda **kw: fit(X, Y, start([60, 2, 1], X), **kw),
+        "fit_stream": lambda **kw: fit_stream(source, TrainState(dict(params)), **kw),
+        "fit_distributed": lambda **kw: fit_distributed(
+            X[:12], Y, TrainState(dict(params)), comm=None, **kw
+        ),
+    }
+    bad = [
+        (dict(learning_rate=True, num_iterations=1), "learning_rate must be a number"),
+        (dict(learning_rate=0.1, num_iterations=-1), "num_iterations must be an integer"),
+        (dict(learning_rate=0.1, num_iterations=2, record_every=0), "record_every"),
+        (dict(learning_rate=0.1, num_iterations=2, checkpoint_every=0), "checkpoint_every"),
+    ]
+    for call in calls.values():
+        for kwargs, message in bad:
+            with pytest.raises(InputError, match=message):
+                call(**kwargs)

@@ -51,6 +51,7 @@ from deepnet.gradients import add_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.optim import Optimizer
 from deepnet.training import DTYPES, make_optimizer
+from deepnet.validation import check_count
 
 Array = Any
 IMAGE_SHAPE = (64, 64, 3)
@@ -466,13 +467,6 @@ def _epoch_batches(m: int, batch_size: int | None, seed: int, epoch: int, chunk:
     return batches
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-
-
 class StreamSteps(ParameterSteps):
     """Step source: iterations over a course file read as needed (see the module docstring).
 
@@ -560,8 +554,9 @@ def fit_stream(
     """
     optimizer = make_optimizer(learning_rate, optimizer)
     check_loop_options(num_iterations, **options)
-    _check_positive_int("batch_size", batch_size, allow_none=True)
-    _check_positive_int("chunk_size", chunk_size)
+    if batch_size is not None:
+        check_count(batch_size, "batch_size", minimum=1)
+    check_count(chunk_size, "chunk_size", minimum=1)
     if not isinstance(source, CourseFile):
         source = open_course_file(source)
     steps = StreamSteps(
@@ -621,7 +616,7 @@ def make_synthetic(
     non-cat's from 0..191, so the task is learnable. The content depends only on ``n``,
     ``seed`` and ``image_shape``. Memory use is one block, whatever ``n``.
     """
-    _check_positive_int("n", n)
+    check_count(n, "n", minimum=1)
     shape = tuple(int(s) for s in image_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
