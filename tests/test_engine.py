@@ -222,3 +222,43 @@ def test_every_entry_point_checks_its_arguments_alike(tmp_path):
         for kwargs, message in bad:
             with pytest.raises(InputError, match=message):
                 call(**kwargs)
+
+
+class DecayGD(GradientDescent):
+    """Weight decay, ``W <- d W - lr dW``: an update of the form the Gram path tracks with
+    its decay factor (as L2 will be)."""
+
+    def __init__(self, learning_rate: float, d: float) -> None:
+        super().__init__(learning_rate)
+        self.d = d
+
+    def update(self, parameters, grads, state, iteration):
+        out = {k: self.d * v - self.learning_rate * grads[f"d{k}"] if f"d{k}" in grads else v
+               for k, v in parameters.items()}  # fmt: skip
+        return out, state
+
+    def input_step(self, G1, state, iteration):
+        return self.learning_rate * G1, self.d, state
+
+
+class DecayGDGeneric(DecayGD):
+    keeps_input_update_linear = False
+    factored_per_batch = False
+
+
+def test_the_gram_path_tracks_a_decaying_update_and_resumes_it_exactly():
+    X, Y = data()
+    kw = dict(num_iterations=60, record_every=5)
+    gram = fit(X, Y, start([60, 6, 1], X), optimizer=DecayGD(0.1, 0.99), gram=True, **kw)
+    plain = fit(X, Y, start([60, 6, 1], X), optimizer=DecayGDGeneric(0.1, 0.99), **kw)
+    np.testing.assert_allclose(gram.costs, plain.costs, rtol=1e-11)
+    for k, v in plain.parameters.items():
+        np.testing.assert_allclose(gram.parameters[k], v, rtol=1e-10, atol=1e-13, err_msg=k)
+    stops = iter([False] * 22 + [True])
+    half = fit(X, Y, start([60, 6, 1], X), optimizer=DecayGD(0.1, 0.99), gram=True,
+               should_stop=lambda: next(stops), **kw)  # fmt: skip
+    assert half.resume["gram.alpha"] == pytest.approx(0.99**23, rel=1e-12)
+    resumed = fit(X, Y, half, optimizer=DecayGD(0.1, 0.99), gram=True, **kw)
+    assert resumed.costs == gram.costs
+    for k, v in gram.parameters.items():
+        assert np.array_equal(resumed.parameters[k], v), k

@@ -76,9 +76,10 @@ def supports(network: Any, optimizer: Optimizer) -> bool:
 class GramFirstLayer:
     """W1 of a full-batch run, kept as ``P = W1 @ X`` and materialised only on demand.
 
-    ``W1 = W1_start - H_sum @ X.T`` where ``H_sum`` adds up the optimizer's ``H`` of each
-    step. ``resume`` (the arrays of :meth:`state`) continues a run exactly: P is restored,
-    not recomputed from W1, so the sums keep their order.
+    Each step is ``W1 <- decay * W1 - H @ X.T`` (the optimizer's ``input_step``), so
+    ``W1 = alpha * W1_start - H_sum @ X.T`` with ``alpha`` the product of the decays and
+    ``H_sum`` the decayed sum of the H's. ``resume`` (what :meth:`state` gave) continues a
+    run exactly: P is restored, not recomputed from W1, so the sums keep their order.
     """
 
     def __init__(
@@ -89,24 +90,28 @@ class GramFirstLayer:
         self.K = X.T @ X  # (m, m), once per run
         if resume is not None:
             self.W1_start, self.P, self.H_sum = resume["W1_start"], resume["P"], resume["H_sum"]
+            self.alpha = float(resume.get("alpha", 1.0))
         else:
-            self.W1_start = W1
+            self.W1_start, self.alpha = W1, 1.0
             self.P = input_product(W1, X)
             self.H_sum = xp.zeros_like(self.P)
 
-    def step(self, H: Array) -> None:
-        """Apply W1 <- W1 - H @ X.T, in P's terms."""
+    def step(self, H: Array, decay: float = 1.0) -> None:
+        """Apply W1 <- decay * W1 - H @ X.T, in P's terms."""
+        if decay != 1:
+            self.P, self.H_sum, self.alpha = decay * self.P, decay * self.H_sum, decay * self.alpha
         self.P = self.P - H @ self.K
         self.H_sum = self.H_sum + H
 
-    def W1(self, H_sum: Array | None = None) -> Array:
-        """W1 now (or as it was when ``H_sum`` was the running sum): one wide product."""
-        H_sum = self.H_sum if H_sum is None else H_sum
-        return self.W1_start - H_sum @ self.X.T
+    def W1(self, mark: tuple[Array, float] | None = None) -> Array:
+        """W1 now (or at a ``mark`` = (H_sum, alpha) taken earlier): one wide product."""
+        H_sum, alpha = (self.H_sum, self.alpha) if mark is None else mark
+        start = self.W1_start if alpha == 1 else alpha * self.W1_start
+        return start - H_sum @ self.X.T
 
-    def state(self) -> dict[str, Array]:
+    def state(self) -> dict[str, Any]:
         """What continuing exactly needs (K is recomputed: the same product, the same bits)."""
-        return {"W1_start": self.W1_start, "P": self.P, "H_sum": self.H_sum}
+        return {"W1_start": self.W1_start, "P": self.P, "H_sum": self.H_sum, "alpha": self.alpha}
 
 
 class GramSteps:
@@ -146,19 +151,20 @@ class GramSteps:
         rest, G, cost, state = step_above_input(
             params, self.first.P, self.Y, self.optimizer, self.opt_state, iteration, self.hidden
         )
-        H, self.opt_state = self.optimizer.input_step(G, state, iteration)  # type: ignore[attr-defined]
-        self.first.step(H)
+        H, decay, self.opt_state = self.optimizer.input_step(G, state, iteration)  # type: ignore[attr-defined]
+        self.first.step(H, decay)
         self.rest = rest
         return cost
 
-    def mark(self) -> tuple[dict[str, Array], Array]:
-        """The layers above the input and the running sum of H: W1 is rebuilt from these."""
-        return self.rest, self.first.H_sum
+    def mark(self) -> tuple[dict[str, Array], tuple[Array, float]]:
+        """The layers above the input, the running sum of H and alpha: W1 is rebuilt from
+        these."""
+        return self.rest, (self.first.H_sum, self.first.alpha)
 
-    def parameters(self, mark: tuple[dict[str, Array], Array] | None = None) -> dict[str, Array]:
+    def parameters(self, mark: tuple | None = None) -> dict[str, Array]:
         """All parameters, W1 included, now or at ``mark``."""
-        rest, H_sum = (self.rest, None) if mark is None else mark
-        return in_course_order({**rest, "W1": self.first.W1(H_sum)})
+        rest, first = (self.rest, None) if mark is None else mark
+        return in_course_order({**rest, "W1": self.first.W1(first)})
 
     def resume_state(self) -> dict[str, Any]:
         """The optimizer's state and the Gram arrays (``gram.*``): an exact continuation."""

@@ -8,10 +8,21 @@ Its state (velocities, moments, counters) is a flat ``dict[str, array | int | fl
 arrays keyed like the parameters they follow, so a checkpoint can store it on the host and
 hand it back exactly (:func:`state_to_host`, :func:`state_on`).
 
-Capability flag: ``keeps_input_update_linear`` is True when W1's change is always
-``-H @ X.T`` for an ``n1 x m`` matrix ``H`` that the optimizer derives from ``G1 = dZ1 / m``
-alone (:meth:`GradientDescent.input_step`). The steps then never form the 12288-wide dW1,
-and the Gram path (:mod:`deepnet.fastpath`) may track W1 @ X through X.T @ X.
+W1's update in factored form. ``dW1 = G1 @ X.T`` with ``G1 = dZ1 / m`` (n1 x m). An
+optimizer may offer ``input_step(G1, state, iteration) -> (H1, decay, state)`` meaning
+``W1 <- decay * W1 - H1 @ X.T``: the step then never forms the 12288-wide dW1, and the
+Gram path (:mod:`deepnet.fastpath`) can track ``W1 @ X`` through ``X.T @ X``. Two flags say
+where that form is exact:
+
+- ``keeps_input_update_linear``: exact while X stays the same from step to step (full
+  batch): gradient descent, momentum (a velocity kept as ``V @ X.T``), L2 (``decay``),
+  learning-rate schedules. The Gram path runs only these (:func:`deepnet.fastpath.supports`).
+- ``factored_per_batch``: exact even when X changes at every step (mini-batches): only
+  rules whose H1 depends on this step's G1 alone (gradient descent, L2, schedules; not
+  momentum, whose velocity mixes batches).
+
+An optimizer with neither flag (Adam: elementwise in dW1) gets ``dW1`` through
+:meth:`Optimizer.update` like every other gradient.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ class Optimizer(Protocol):
 
     name: str
     keeps_input_update_linear: bool
+    factored_per_batch: bool
 
     def init_state(self, parameters: dict[str, Array]) -> State:
         """The state before the first update (arrays on the parameters' device)."""
@@ -68,6 +80,7 @@ class GradientDescent:
 
     name = "gd"
     keeps_input_update_linear = True
+    factored_per_batch = True
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = check_learning_rate(learning_rate)
@@ -82,13 +95,13 @@ class GradientDescent:
         """:func:`gd_update` on every parameter that has a gradient."""
         return gd_update(parameters, grads, self.learning_rate), state
 
-    def input_step(self, G1: Array, state: State, iteration: int) -> tuple[Array, State]:
-        """H with W1's update ``W1 - H @ X.T``: ``lr * G1`` (scaling the small factor).
+    def input_step(self, G1: Array, state: State, iteration: int) -> tuple[Array, float, State]:
+        """``(H1, decay, state)`` with W1's update ``decay * W1 - H1 @ X.T``: ``lr * G1``, 1.
 
         Scaling ``G1`` (n1 x m) rather than the n1 x 12288 product saves a pass over a
         W1-sized temporary.
         """
-        return self.learning_rate * G1, state
+        return self.learning_rate * G1, 1.0, state
 
     def config(self) -> dict[str, Any]:
         """``{"name": "gd", "learning_rate": lr}``."""

@@ -113,20 +113,23 @@ def optimizer_step(
     state: State,
     iteration: int,
     hidden: str = "relu",
+    fixed_input: bool = False,
 ) -> tuple[dict[str, Array], Array, State]:
     """One step of ``optimizer`` on (X, Y): ``(new parameters, cost before it, new state)``.
 
-    When the optimizer keeps W1's change linear in G1 (gradient descent), W1 moves by
-    ``optimizer.input_step(G1) @ X.T`` and no 12288-wide gradient is formed; otherwise
-    ``dW1 = G1 @ X.T`` goes through ``optimizer.update`` like every other gradient.
+    Where the optimizer's factored W1 update is exact (:mod:`deepnet.optim`: always with
+    ``factored_per_batch``; with ``keeps_input_update_linear`` when ``fixed_input``, X being
+    the same at every step), W1 moves by ``decay * W1 - H1 @ X.T`` and no 12288-wide
+    gradient is formed; otherwise ``dW1 = G1 @ X.T`` goes through ``optimizer.update``.
     """
     W1 = parameters["W1"]
     P1 = input_product(W1, X)
-    if optimizer.keeps_input_update_linear:
+    if optimizer.factored_per_batch or (fixed_input and optimizer.keeps_input_update_linear):
         updated, G1, cost, state = step_above_input(
             parameters, P1, Y, optimizer, state, iteration, hidden
         )
-        H1, state = optimizer.input_step(G1, state, iteration)  # type: ignore[attr-defined]
+        H1, decay, state = optimizer.input_step(G1, state, iteration)  # type: ignore[attr-defined]
+        W1 = W1 if decay == 1 else decay * W1
         updated["W1"] = W1 - H1 @ X.T  # X.T is a view: no copy
         return in_course_order(updated), cost, state
     grads, G1, cost = backward_above_input(parameters, P1, Y, None, hidden)

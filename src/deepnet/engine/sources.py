@@ -75,15 +75,16 @@ class ParameterSteps:
         self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
         self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
 
-    def step(self, X: Array, Y: Array, iteration: int) -> Array:
+    def step(self, X: Array, Y: Array, iteration: int, fixed_input: bool = False) -> Array:
         """One step on (X, Y), returning its cost: the fused CUDA step where
-        :func:`cuda_supports` says it computes this step, else the generic one."""
+        :func:`cuda_supports` says it computes this step, else the generic one
+        (``fixed_input``: X is the same at every step, as at full batch)."""
         if cuda_supports(self.hidden, self.optimizer) and cuda_step.accepts(self.params, X, Y):
             lr = self.optimizer.learning_rate  # type: ignore[attr-defined]
             self.params, cost = cuda_step.cuda_train_step(self.params, X, Y, lr)
             return cost
         self.params, cost, self.state = optimizer_step(
-            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden
+            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden, fixed_input
         )
         return cost
 
@@ -126,7 +127,7 @@ class MemorySteps(ParameterSteps):
         X, Y, m = self.X, self.Y, self.X.shape[1]
         batches = batch_order(m, self.batch_size, self.seed, iteration)
         if batches is None:
-            return self.step(X, Y, iteration)
+            return self.step(X, Y, iteration, fixed_input=True)
         xp = array_namespace(X, Y)
         cost = 0.0
         for idx in batches:
