@@ -424,9 +424,9 @@ def train_distributed(
     dims = check_layer_dims(layers_dims)
     comm = world() if comm is None else comm
     requested = device
-    device = _all_ok(comm, lambda: backend.resolve_device(requested), "choosing the device")
+    device = agree(comm, lambda: backend.resolve_device(requested), "choosing the device")
     if device == "cuda":
-        _all_ok(comm, lambda: bind_gpu(comm), "choosing a GPU")
+        agree(comm, lambda: bind_gpu(comm), "choosing a GPU")
     rank, size = comm.Get_rank(), comm.Get_size()
 
     def load() -> tuple[Array, Array, int]:
@@ -448,9 +448,9 @@ def train_distributed(
         X, Y = prepare(X, Y, device, dtype)
         return X, Y, m
 
-    X, Y, m = _all_ok(comm, load, "loading this rank's shard")
+    X, Y, m = agree(comm, load, "loading this rank's shard")
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
-    reducer = _all_ok(comm, lambda: Allreduce(comm, X, reduce), "setting up the reduction")
+    reducer = agree(comm, lambda: Allreduce(comm, X, reduce), "setting up the reduction")
     options["print_cost"] = options.get("print_cost", False) and rank == 0
     state = fit_distributed(
         X, Y, state, comm=comm, m_total=m, learning_rate=learning_rate,

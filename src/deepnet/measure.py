@@ -254,7 +254,7 @@ def mpi_main(argv: Sequence[str] | None = None) -> int:
             device=args.device, dtype=args.dtype, record_every=args.record_every,
             print_cost=not args.quiet, reduce=args.reduce,
         )  # fmt: skip
-    except DeepnetError as exc:  # raised alike on every rank (see _all_ok): say it once
+    except DeepnetError as exc:  # raised alike on every rank (see distributed.agree): say it once
         if _rank_or_zero() == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from deepnet import backend
 from deepnet.checkpoint import Checkpoint, fingerprint, save_checkpoint
 from deepnet.cli import common
@@ -243,7 +245,7 @@ def train_command(args: argparse.Namespace) -> int:
         if not root:
             return
         host = {k: backend.to_numpy(v) for k, v in state.parameters.items()}
-        if not all(bool((abs(v) < float("inf")).all()) for v in host.values()):
+        if not all(np.isfinite(v).all() for v in host.values()):
             return  # diverging: keep the last good checkpoint; the loop raises at the next record
         point = Checkpoint(
             parameters=host, costs=list(state.costs), iteration=state.iteration,
