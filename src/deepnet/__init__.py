@@ -40,15 +40,24 @@ from deepnet.training import L_layer_model, two_layer_model
 
 
 def _version() -> str:
-    """The installed distribution's version; a fallback when run from a source tree."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The version of the installed distribution that holds this package (whatever its
+    name); from a source checkout that is not installed, pyproject.toml's."""
+    import importlib.metadata as metadata
+    from pathlib import Path
 
-    for name in ("deepnet", "deepnet-course"):  # the distribution name may change
+    import tomllib
+
+    for name in metadata.packages_distributions().get(__name__, []):
         try:
-            return version(name)
-        except PackageNotFoundError:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
-    return "0+unknown"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        with open(pyproject, "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
 
 
 __version__ = _version()
