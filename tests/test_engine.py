@@ -262,3 +262,20 @@ def test_the_gram_path_tracks_a_decaying_update_and_resumes_it_exactly():
     assert resumed.costs == gram.costs
     for k, v in gram.parameters.items():
         assert np.array_equal(resumed.parameters[k], v), k
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_run(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from deepnet import cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m.ckpt.npz"))
+
+    monkeypatch.setattr(cli.train, "save_checkpoint", full)
+    args = ["train", "--synthetic", "-n", "30", "--layers", "12288,4,1", "--checkpoint-every"]
+    out = tmp_path / "m.npz"
+    assert cli.main([*args, "10", "--out", str(out), "--no-progress", "--print-every", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("could not write the checkpoint") == 4  # at 10, 20, 30 and the end
+    assert "No space left on device" in err and out.exists()

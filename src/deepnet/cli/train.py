@@ -256,6 +256,15 @@ def train_command(args: argparse.Namespace) -> int:
         )  # fmt: skip
         save_checkpoint(point, setup.checkpoint)
 
+    def keep_going(state: TrainState) -> None:
+        """A checkpoint that cannot be written (disk full) is said, and the run goes on."""
+        try:
+            write_checkpoint(state)
+        except OSError as exc:
+            print(f"deepnet: warning: could not write the checkpoint at iteration "
+                  f"{state.iteration} ({common.os_error_line(exc)}); training goes on",
+                  file=sys.stderr)  # fmt: skip
+
     initial = 0 if start is None else start.iteration
     progress = Progress(settings.num_iterations, settings.print_every if root else 0,
                         args.progress if root else False, initial=initial)  # fmt: skip
@@ -265,11 +274,13 @@ def train_command(args: argparse.Namespace) -> int:
         with stop:
             state = run.train(
                 settings, device, start, callback=progress,
-                checkpoint_every=args.checkpoint_every, on_checkpoint=write_checkpoint,
+                checkpoint_every=args.checkpoint_every, on_checkpoint=keep_going,
                 should_stop=stop,
             )  # fmt: skip
             backend.synchronize(device)
-            write_checkpoint(state)  # finished or stopped, nothing is lost from here on
+            # Stopped, the checkpoint is all there is: it must be written. Finished, the model
+            # file is what counts; the checkpoint only guards its writing.
+            (write_checkpoint if state.stopped_early else keep_going)(state)
     except DivergenceError:
         progress.close(finished=False)
         if root:
@@ -298,6 +309,11 @@ def train_command(args: argparse.Namespace) -> int:
         common.error(f"interrupted while saving; the finished run is in {setup.checkpoint}: "
                      f"{resume_line}")  # fmt: skip
         return 130
+    except OSError as exc:
+        safe = (f"; the finished run is in {setup.checkpoint}: {resume_line}"
+                if setup.checkpoint.exists() else "")  # fmt: skip
+        common.error(f"could not save the model: {common.os_error_line(exc)}{safe}")
+        return 1
     setup.checkpoint.unlink(missing_ok=True)  # the model holds it all now
     print(report)
     return 0
