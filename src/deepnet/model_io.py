@@ -281,8 +281,9 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
 def _read_state(
     archive: zipfile.ZipFile, shapes: Any, dims: list[int], dtype: str, path: Path
 ) -> dict[str, np.ndarray]:
-    """A checkpoint's state arrays, each no larger than the largest parameter."""
-    largest = max(a * b for a, b in zip(dims[1:], dims[:-1], strict=True))
+    """A checkpoint's state arrays (optimizer and fast-path state), each at most 16 times
+    the largest parameter (a velocity kept per example can be wider than W1)."""
+    largest = 16 * max(a * b for a, b in zip(dims[1:], dims[:-1], strict=True))
     if not isinstance(shapes, dict) or len(shapes) > 8 * len(dims) + 8:
         raise ModelFileError(f"{path}: state_shapes must be a small dict of name: shape")
     state = {}
