@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from collections.abc import Sequence
 
 from deepnet import __version__, backend
 from deepnet.cli.common import device_line, error, version
 from deepnet.data import data_dir
-from deepnet.errors import DeepnetError
+from deepnet.errors import DeepnetError, InputError
 
 
 def info_command(args: argparse.Namespace) -> int:
@@ -57,6 +58,8 @@ def make_data_command(args: argparse.Namespace) -> int:
     """``deepnet make-data PATH --n N``: a large synthetic file in the course's layout."""
     from deepnet.streaming import make_synthetic
 
+    if os.path.lexists(args.path):  # write only new paths: never over a user's file
+        raise InputError(f"{args.path} exists; give make-data a new path (or delete it)")
     info = make_synthetic(args.path, args.n, seed=args.seed, prefix=args.prefix)
     print(json.dumps({"path": str(info.path), "m": info.m, "bytes": info.path.stat().st_size}))
     return 0
