@@ -123,3 +123,16 @@ def test_stream_options_are_checked(tmp_path):
     out = subprocess.run(deepnet("train", "--stream", "missing.h5", "-n", 1), cwd=tmp_path,
                          env=ENV, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "not found" in out.stderr
+
+
+def test_distributed_run_reads_shards_of_a_file(tmp_path):
+    run(deepnet("make-data", "big.h5", "--n", 40), tmp_path)
+    args = ["train", "--stream", "big.h5", *COMMON, "-n", 30]
+    out = run(deepnet(*args, "--distributed", "--out", "d.npz", ranks=2), tmp_path)
+    assert "each rank reading its shard" in out.stdout
+    run(deepnet(*args, "--out", "s.npz"), tmp_path)  # one process, the file in chunks
+    d, s = load_model(tmp_path / "d.npz"), load_model(tmp_path / "s.npz")
+    assert d.training["ranks"] == 2
+    np.testing.assert_allclose(d.costs, s.costs, rtol=1e-12)
+    for key, value in s.parameters.items():
+        np.testing.assert_allclose(d.parameters[key], value, rtol=1e-9, atol=1e-12)

@@ -140,20 +140,46 @@ class DistributedRun(MemoryRun):
         super().__init__(args, resume)
         self.comm = comm
 
+    def shard(self, rank: int, size: int) -> tuple[Any, Any, int]:
+        """This rank's host X, Y and the number of examples of all ranks."""
+        from deepnet.distributed import shard_bounds
+
+        m = self.data.train_x.shape[1]
+        a, b = shard_bounds(m, rank, size)
+        return self.data.train_x[:, a:b], self.data.train_y[:, a:b], m
+
     def train(self, settings: TrainSettings, device: str, start: Any, **hooks: Any) -> TrainState:
         """Train through :func:`deepnet.distributed.fit_distributed` on this rank's shard."""
         from deepnet import distributed
 
-        comm, data = self.comm, self.data
-        m = data.train_x.shape[1]
-        a, b = distributed.shard_bounds(m, comm.Get_rank(), comm.Get_size())
-        X, Y = prepare(data.train_x[:, a:b], data.train_y[:, a:b], device, settings.dtype)
+        comm = self.comm
+        X, Y, m = self.shard(comm.Get_rank(), comm.Get_size())
+        X, Y = prepare(X, Y, device, settings.dtype)
         reducer = distributed.Allreduce(comm, X, "auto")
         return distributed.fit_distributed(
             X, Y, device_state(settings, device, start), comm=comm, m_total=m,
             learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
             hidden=settings.hidden, record_every=settings.record_every, reducer=reducer, **hooks,
         )  # fmt: skip
+
+
+class DistributedFileRun(DistributedRun, StreamRun):
+    """Full batch over MPI ranks, each reading only its shard of a file (``--stream FILE``)."""
+
+    mode = "distributed, each rank reading its shard of the file"
+
+    scores = StreamRun.scores  # the file is not held in memory to score it
+
+    def __init__(self, path: Path, resume: Resume | None, comm: Any) -> None:
+        StreamRun.__init__(self, path, resume)
+        self.comm = comm
+
+    def shard(self, rank: int, size: int) -> tuple[Any, Any, int]:
+        """Examples [start, stop) of the file, read by this rank alone."""
+        from deepnet.distributed import load_shard, shard_bounds
+
+        m = self.file.m
+        return (*load_shard(self.file, *shard_bounds(m, rank, size)), m)
 
 
 @dataclass
@@ -180,15 +206,14 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
         settings = replace(settings, print_every=args.print_every)
     device = backend.resolve_device(args.device)
     stream = stream_path(args, resume)
+    if stream is not None and (args.data is not None or args.synthetic):
+        raise InputError("--stream FILE is the training data; leave out --data/--synthetic")
     if comm is not None:
         if settings.batch_size is not None:
             raise InputError("--distributed trains full batch; leave out --batch-size")
-        if stream is not None:
-            raise InputError("--distributed trains on data in memory; leave out --stream")
-        run: Any = DistributedRun(args, resume, comm)
+        run: Any = (DistributedRun(args, resume, comm) if stream is None
+                    else DistributedFileRun(stream, resume, comm))  # fmt: skip
     elif stream is not None:
-        if args.data is not None or args.synthetic:
-            raise InputError("--stream FILE is the training data; leave out --data/--synthetic")
         run = StreamRun(stream, resume)
     else:
         run = MemoryRun(args, resume)
