@@ -172,11 +172,13 @@ def two_layer_model(
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
     gram: bool | None = None,
+    hidden: str = "relu",
 ) -> tuple[dict[str, Array], list[float]]:
     """LINEAR -> RELU -> LINEAR -> SIGMOID, trained as in the course; returns (parameters, costs).
 
     ``layers_dims`` is ``(n_x, n_h, n_y)``. Costs are recorded every ``record_every``
-    iterations, iteration 0 first, before that iteration's update.
+    iterations, iteration 0 first, before that iteration's update. ``hidden`` picks another
+    hidden activation (:data:`deepnet.spec.HIDDEN_ACTIVATIONS`); predict with the same one.
     """
     if len(layers_dims) != 3:
         raise InputError(
@@ -186,6 +188,7 @@ def two_layer_model(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
         batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
+        hidden=hidden,
     )  # fmt: skip
     return state.parameters, state.costs
 
@@ -206,15 +209,17 @@ def L_layer_model(
     record_every: int = 100,
     callback: Callable[[TrainState, float], None] | None = None,
     gram: bool | None = None,
+    hidden: str = "relu",
 ) -> tuple[dict[str, Array], list[float]]:
     """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID, trained as in the course.
 
     Returns (parameters, costs); the defaults (seed 1, 1/sqrt(n_prev) initialisation)
-    reproduce the application notebook.
+    reproduce the application notebook. ``hidden`` picks another hidden activation.
     """
     state = train(
         X, Y, layers_dims, init=init, seed=seed, learning_rate=learning_rate,
         num_iterations=num_iterations, print_cost=print_cost, device=device, dtype=dtype,
         batch_size=batch_size, record_every=record_every, callback=callback, gram=gram,
+        hidden=hidden,
     )  # fmt: skip
     return state.parameters, state.costs
