@@ -279,3 +279,25 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_run(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("could not write the checkpoint") == 4  # at 10, 20, 30 and the end
     assert "No space left on device" in err and out.exists()
+
+
+def test_the_cuda_step_is_taken_only_for_what_it_implements(monkeypatch):
+    from deepnet import cuda_step
+
+    taken = []
+
+    def fake_cuda(parameters, X, Y, lr):  # stands in for the fused step: plain GD, relu
+        taken.append(lr)
+        params, cost, _ = optimizer_step(parameters, X, Y, GradientDescent(lr), {}, 0)
+        return params, cost
+
+    monkeypatch.setattr(cuda_step, "accepts", lambda *a: True)
+    monkeypatch.setattr(cuda_step, "cuda_train_step", fake_cuda)
+    X, Y = data()
+    kw = dict(num_iterations=2, gram=False)
+    fit(X, Y, start([60, 3, 1], X), learning_rate=0.1, **kw)
+    assert taken == [0.1, 0.1]
+    fit(X, Y, start([60, 3, 1], X), learning_rate=0.1, hidden="tanh", **kw)
+    fit(X, Y, start([60, 3, 1], X), optimizer=SlowGD(0.1), **kw)
+    fit(X, Y, start([60, 3, 1], X), optimizer=DecayGD(0.1, 0.9), **kw)
+    assert taken == [0.1, 0.1]  # none of these went to the fused CUDA step
