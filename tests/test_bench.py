@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from deepnet.bench import COLUMNS, main, synthetic_data
+from deepnet.bench.peers import TorchStep, course_step
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep, course_step
 from deepnet.training import like, train_step
 
 TINY = ["--layers", "64,5,3,1", "--sizes", "8,16", "--repeats", "2", "--warmup", "1"]

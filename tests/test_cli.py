@@ -112,7 +112,7 @@ def test_predict_reports_each_bad_picture_and_goes_on(trained, env, tmp_path: Pa
     Image.fromarray(make_split("test")[0][0]).save(tmp_path / "ok.png")
     (tmp_path / "notes.txt").write_text("hello")
     result = deepnet("predict", trained.model, tmp_path / "notes.txt", tmp_path / "ok.png", env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # an input error
     assert "ok.png: " in result.stdout
     assert result.stderr.strip().startswith("deepnet: error: ")
     assert "notes.txt: cannot read as a picture" in result.stderr

@@ -15,8 +15,8 @@ import pytest
 
 from deepnet.distributed import (
     DistributedError,
-    _all_ok,
     _check_launch,
+    agree,
     check_identical,
     fit_distributed,
     load_shard,
@@ -125,7 +125,7 @@ def test_parameters_that_differ_between_ranks_are_caught():
 
 def test_a_failure_on_another_rank_fails_every_rank():
     with pytest.raises(DistributedError, match="rank 1"):
-        _all_ok(FakeComm(size=2, gathered=["DataError: no file"]), lambda: 1, "loading")
+        agree(FakeComm(size=2, gathered=["DataError: no file"]), lambda: 1, "loading")
 
 
 # --------------------------------------------------------------------------- real MPI ranks
@@ -247,5 +247,5 @@ def test_distributed_refuses_mini_batches(tmp_path):
          "--batch-size", "32", "--out", str(tmp_path / "m.npz")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error
     assert "--distributed trains full batch" in proc.stderr and "Traceback" not in proc.stderr

@@ -91,5 +91,5 @@ def test_compute_cost_shape_mismatch_is_explained():
 
 
 def test_unknown_activation():
-    with pytest.raises(deepnet.InputError, match="'relu' or 'sigmoid'"):
-        deepnet.linear_activation_forward(np.ones((3, 2)), np.ones((1, 3)), np.ones((1, 1)), "tanh")
+    with pytest.raises(deepnet.InputError, match="unknown activation 'gelu'; use one of: relu"):
+        deepnet.linear_activation_forward(np.ones((3, 2)), np.ones((1, 3)), np.ones((1, 1)), "gelu")

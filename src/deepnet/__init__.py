@@ -38,7 +38,29 @@ from deepnet.kernels import (
 )
 from deepnet.training import L_layer_model, two_layer_model
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The version of the installed distribution that holds this package (whatever its
+    name); from a source checkout that is not installed, pyproject.toml's."""
+    import importlib.metadata as metadata
+    from pathlib import Path
+
+    import tomllib
+
+    for name in metadata.packages_distributions().get(__name__, []):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        with open(pyproject, "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "DataError",

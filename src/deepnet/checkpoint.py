@@ -4,9 +4,10 @@ A checkpoint is a model file (:mod:`deepnet.model_io`: ZIP of JSON and ``.npy``,
 written atomically, checked against its dims on load) whose ``training`` metadata holds a
 ``checkpoint`` record: the next iteration to run, every setting the run was started with,
 where its outputs go, and which data it trains on, with a fingerprint of the exact arrays.
-Continuing from it with the same data reproduces the uninterrupted run: the parameters and
-costs are stored exactly, and :func:`deepnet.training.fit` orders mini-batches by
-(seed, iteration) only.
+Continuing from it with the same data reproduces the uninterrupted run bit for bit: the
+parameters, costs and the step source's own state (the optimizer's, the Gram path's
+``W1_start``, ``P`` and ``H_sum``; stored as ``state.*`` arrays) are stored exactly, and
+mini-batches are ordered by (seed, iteration) only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ class Checkpoint:
     dtype: str
     model: str = "L-layer"
     classes: tuple[str, str] = ("non-cat", "cat")
+    # What the step source needs beyond the parameters (TrainState.resume): arrays (the
+    # optimizer's state, the Gram path's W1_start, P, H_sum) and plain numbers, exactly.
+    resume: dict[str, Any] = field(default_factory=dict)
+    hidden: str = "relu"
 
 
 def fingerprint(X: Any, Y: Any) -> str:
@@ -63,6 +68,12 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         "settings": checkpoint.settings,
         "data": checkpoint.data,
         "outputs": checkpoint.outputs,
+        "resume_values": {
+            k: v for k, v in checkpoint.resume.items() if isinstance(v, (int, float, str))
+        },
+    }
+    arrays = {
+        k: to_numpy(v) for k, v in checkpoint.resume.items() if not isinstance(v, (int, float, str))
     }
     model = Model(
         parameters=checkpoint.parameters,
@@ -72,6 +83,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
         model=checkpoint.model,
         training={"checkpoint": record},
         costs=checkpoint.costs,
+        hidden=checkpoint.hidden,
+        state=arrays,
     )
     return save_model(model, path)
 
@@ -112,6 +125,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     if not isinstance(data.get("fingerprint"), str):
         raise ModelFileError(f"{path}: the checkpoint does not say which data it trains on")
+    values = record.get("resume_values", {})
+    if not isinstance(values, dict) or not all(
+        isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in values.values()
+    ):
+        raise ModelFileError(f"{path}: the checkpoint's resume values are not plain numbers")
     return Checkpoint(
         parameters=model.parameters,
         costs=model.costs,
@@ -123,6 +141,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         dtype=model.dtype,
         model=model.model,
         classes=model.classes,
+        resume={**model.state, **values},
+        hidden=model.hidden,
     )
 
 

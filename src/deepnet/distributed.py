@@ -23,30 +23,30 @@ Launch with one rank per GPU (or per socket on CPUs)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from deepnet import backend
-from deepnet.allreduce import REDUCE_METHODS, Allreduce, bind_gpu
+from deepnet.allreduce import Allreduce, bind_gpu
 from deepnet.backend import array_namespace, to_numpy
+from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import ParameterSteps
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
-from deepnet.gradients import apply_gradients, grad_keys, gradients
+from deepnet.gradients import grad_keys, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.install import install_hint
 from deepnet.kernels import num_layers
-from deepnet.streaming import CourseFile, _open_h5, open_course_file, parse_layers
-from deepnet.training import DTYPES, TrainState, _check_finite, prepare
+from deepnet.optim import Optimizer
+from deepnet.streaming import CourseFile, _open_h5, open_course_file
+from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -62,7 +62,7 @@ class DistributedError(DeepnetError, RuntimeError):
 def mpi() -> ModuleType:
     """The ``mpi4py.MPI`` module (initialising MPI), or DistributedError saying how to get it."""
     try:
-        from mpi4py import MPI  # noqa: PLC0415  (lazy: MPI starts when first asked for)
+        from mpi4py import MPI  # lazy: MPI starts when first asked for
     except ImportError as exc:
         raise DistributedError(
             f"distributed training needs mpi4py and an MPI library ({exc}); install both "
@@ -114,7 +114,7 @@ def load_shard(source: CourseFile, start: int, stop: int) -> tuple[np.ndarray, n
     return x.reshape(stop - start, -1).T / 255.0, y.reshape(1, -1)
 
 
-def _all_ok(comm: Any, action: Callable[[], Any], what: str) -> Any:
+def agree(comm: Any, action: Callable[[], Any], what: str) -> Any:
     """Run ``action`` on every rank; if it fails on any, raise on all (nobody hangs)."""
     error: BaseException | None = None
     try:
@@ -149,61 +149,91 @@ def _unflatten(
     return grads, flat[at]
 
 
+class AllreduceSteps(ParameterSteps):
+    """Step source: full-batch steps on this rank's shard, gradients summed over the ranks.
+
+    Every rank computes the gradient of its shard divided by the global ``m_total``, one
+    Allreduce adds them up with the cost, and every rank applies the same optimizer update.
+    """
+
+    def __init__(
+        self,
+        X: Array,
+        Y: Array,
+        parameters: dict[str, Array],
+        optimizer: Optimizer,
+        *,
+        reducer: Allreduce,
+        m_total: int,
+        hidden: str = "relu",
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(parameters, optimizer, hidden, resume)
+        self.X, self.Y, self.reducer, self.m_total = X, Y, reducer, m_total
+        self.xp = array_namespace(X, Y)
+        self.keys = grad_keys(num_layers(parameters))
+        self.shapes = {k: tuple(parameters[k[1:]].shape) for k in self.keys}
+
+    def run(self, iteration: int) -> Array:
+        """One full-batch step over all ranks; returns the global cost (before it)."""
+        xp = self.xp
+        grads, cost = gradients(self.params, self.X, self.Y, self.m_total, self.hidden)
+        flat = self.reducer(_flatten(xp, grads, cost, self.keys))
+        grads, cost = _unflatten(xp, flat, self.shapes)
+        self.params, self.state = self.optimizer.update(self.params, grads, self.state, iteration)
+        return cost
+
+
+def agreed_stop(comm: Any, should_stop: Callable[[], bool] | None) -> Callable[[], bool] | None:
+    """``should_stop`` asked on every rank and agreed on: all stop if any was told to.
+
+    A signal may reach one rank only; stopping alone would leave the others waiting in
+    the next Allreduce. One small allreduce per iteration keeps them together.
+    """
+    if should_stop is None or comm is None or comm.Get_size() == 1:
+        return should_stop
+    return lambda: comm.allreduce(int(bool(should_stop())), op=mpi().MAX) == 1
+
+
 def fit_distributed(
     X: Array,
     Y: Array,
     state: TrainState,
     *,
     comm: Any,
-    learning_rate: float,
+    learning_rate: float | None = None,
     num_iterations: int,
+    optimizer: Optimizer | None = None,
+    hidden: str = "relu",
     m_total: int | None = None,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     reduce: str = "auto",
     reducer: Allreduce | None = None,
+    **options: Unpack[LoopOptions],
 ) -> TrainState:
     """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
 
+    The same loop (:func:`deepnet.engine.fit.run_loop`) over an :class:`AllreduceSteps`.
     Every rank must call it with the same ``state``. ``m_total`` (the examples of all
     shards) is summed over the ranks when not given. ``comm=None`` runs on one process
-    without MPI. Costs are recorded (and ``callback`` called) on every rank, identically;
-    at the end the ranks check that their parameters are bit-for-bit the same.
+    without MPI. Costs are recorded (and the hooks called) on every rank, identically;
+    ``should_stop`` is agreed on by all ranks; at the end the ranks check that their
+    parameters are bit-for-bit the same.
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
-        learning_rate <= 0
-    ):
-        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    xp = array_namespace(X, Y)
+    optimizer = make_optimizer(learning_rate, optimizer)
+    check_loop_options(num_iterations, **options)
     if m_total is None:
         m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
     if m_total < 1:
         raise InputError("the shards hold no examples at all; training needs at least one")
     reducer = reducer or Allreduce(comm, X, reduce)
-    params, costs = state.parameters, list(state.costs)
-    keys = grad_keys(num_layers(params))
-    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
-    good_params, good_iteration = params, state.iteration
-    cost = None
-    for i in range(state.iteration, num_iterations):
-        params_in = params
-        grads, cost = gradients(params, X, Y, m_total=m_total)
-        grads, cost = _unflatten(xp, reducer(_flatten(xp, grads, cost, keys)), shapes)
-        params = apply_gradients(params, grads, learning_rate)
-        if i % record_every == 0:
-            value = float(cost)  # identical on every rank: they all decide alike
-            _check_finite(value, i, good_params, good_iteration, costs)
-            good_params, good_iteration = params_in, i
-            costs.append(value)
-            if print_cost:
-                print(f"Cost after iteration {i}: {value}", flush=True)
-            if callback is not None:
-                callback(TrainState(params, costs, i + 1), value)
-    if cost is not None and (num_iterations - 1) % record_every != 0:
-        _check_finite(float(cost), num_iterations - 1, good_params, good_iteration, costs)
-    check_identical(comm, params)
-    return TrainState(params, costs, max(num_iterations, state.iteration))
+    steps = AllreduceSteps(
+        X, Y, state.parameters, optimizer, reducer=reducer, m_total=m_total, hidden=hidden,
+        resume=state.resume,
+    )  # fmt: skip
+    options["should_stop"] = agreed_stop(comm, options.get("should_stop"))
+    state = run_loop(steps, state, num_iterations=num_iterations, **options)
+    check_identical(comm, state.parameters)
+    return state
 
 
 def check_identical(comm: Any, parameters: dict[str, Array]) -> None:
@@ -246,10 +276,8 @@ def train_distributed(
     seed: int = 1,
     device: str | None = None,
     dtype: str = "float64",
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     reduce: str = "auto",
+    **options: Unpack[LoopOptions],
 ) -> tuple[dict[str, Array], list[float]]:
     """Full-batch ``L_layer_model`` on a course file, data-parallel over MPI ranks.
 
@@ -266,9 +294,9 @@ def train_distributed(
     dims = check_layer_dims(layers_dims)
     comm = world() if comm is None else comm
     requested = device
-    device = _all_ok(comm, lambda: backend.resolve_device(requested), "choosing the device")
+    device = agree(comm, lambda: backend.resolve_device(requested), "choosing the device")
     if device == "cuda":
-        _all_ok(comm, lambda: bind_gpu(comm), "choosing a GPU")
+        agree(comm, lambda: bind_gpu(comm), "choosing a GPU")
     rank, size = comm.Get_rank(), comm.Get_size()
 
     def load() -> tuple[Array, Array, int]:
@@ -290,182 +318,29 @@ def train_distributed(
         X, Y = prepare(X, Y, device, dtype)
         return X, Y, m
 
-    X, Y, m = _all_ok(comm, load, "loading this rank's shard")
+    X, Y, m = agree(comm, load, "loading this rank's shard")
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
     reducer = Allreduce(comm, X, reduce)  # raises alike on every rank by itself
+    options["print_cost"] = options.get("print_cost", False) and rank == 0
     state = fit_distributed(
         X, Y, state, comm=comm, m_total=m, learning_rate=learning_rate,
-        num_iterations=num_iterations, record_every=record_every,
-        print_cost=print_cost and rank == 0, callback=callback, reducer=reducer,
+        num_iterations=num_iterations, reducer=reducer, **options,
     )  # fmt: skip
     return state.parameters, state.costs
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-def benchmark(
-    comm: Any,
-    *,
-    m: int = 2048,
-    layers_dims: Sequence[int] = (12288, 20, 7, 5, 1),
-    iterations: int = 10,
-    warmup: int = 2,
-    device: str | None = None,
-    dtype: str = "float64",
-    reduce: str = "auto",
-) -> dict[str, Any]:
-    """Time the parts of a data-parallel step on synthetic data: the same on every rank.
-
-    The ``m`` examples are split over the ranks (strong scaling). Each step's time is its
-    slowest rank's; reported are the mean and the minimum over the timed steps of
-    ``compute`` (gradients of the shard), ``reduce`` (the Allreduce of gradients and cost)
-    and ``step`` (a whole step, update included).
-    """
-    dims = check_layer_dims(layers_dims)
-    device = backend.resolve_device(device)
-    if device == "cuda":
-        bind_gpu(comm)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    start, stop = shard_bounds(m, rank, size)
-    rng = np.random.default_rng([rank, size])
-    Y = (rng.random((1, stop - start)) < 0.5).astype(np.float64)
-    X = (rng.integers(0, 192, (dims[0], stop - start)) + 64 * Y) / 255.0
-    X, Y = prepare(X, Y, device, dtype)
-    xp = array_namespace(X)
-    params = place(draw_parameters(dims, "lecun", 1), device, dtype)
-    keys = grad_keys(num_layers(params))
-    shapes = {k: tuple(params[k[1:]].shape) for k in keys}
-    reducer = Allreduce(comm, X, reduce)
-    times = np.zeros((3, iterations))  # compute, reduce, step; one column per timed step
-    for i in range(warmup + iterations):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        grads, cost = gradients(params, X, Y, m_total=m)
-        flat = _flatten(xp, grads, cost, keys)
-        backend.synchronize(device)
-        t1 = time.perf_counter()
-        flat = reducer(flat)
-        backend.synchronize(device)
-        t2 = time.perf_counter()
-        grads, cost = _unflatten(xp, flat, shapes)
-        params = apply_gradients(params, grads, 0.0075)
-        float(cost)
-        t3 = time.perf_counter()
-        if i >= warmup:
-            times[:, i - warmup] = (t1 - t0, t2 - t1, t3 - t0)
-    MPI = mpi()
-    comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)  # each step waits for its slowest rank
-    names = ("compute", "reduce", "step")
-    mean = dict(zip(names, times.mean(axis=1).tolist(), strict=True))
-    fastest = dict(zip(names, times.min(axis=1).tolist(), strict=True))
-    payload = int(flat.size) * flat.dtype.itemsize
-    return {
-        "ranks": size,
-        "m": m,
-        "layers_dims": dims,
-        "device": device,
-        "dtype": dtype,
-        "reduce": reducer.method,
-        "seconds_per_step": mean,
-        "examples_per_s": m / mean["step"],
-        # The least disturbed step: what the hardware can do when nothing else runs.
-        "min_seconds_per_step": fastest,
-        "min_examples_per_s": m / fastest["step"],
-        "allreduce_payload_bytes": payload,
-        # A ring (bandwidth-optimal) allreduce sends and receives 2 (p-1)/p of the buffer.
-        "ring_bytes_sent_per_rank": int(2 * (size - 1) / size * payload),
-        "comm_to_compute": mean["reduce"] / mean["compute"],
-        "mpi": MPI.Get_library_version().splitlines()[0].strip(),
-        "threads_per_rank": os.environ.get("OMP_NUM_THREADS", "default"),
-    }
 
 
 # --------------------------------------------------------------------------- command line
 
 
-def _default_data() -> str | None:
-    root = os.environ.get("DEEPNET_DATA")
-    return str(Path(root) / "train_catvnoncat.h5") if root else None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``train`` or ``bench`` under mpiexec; rank 0 prints. Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m deepnet.distributed", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="full-batch training, data-parallel over the ranks")
-    train.add_argument("--data", default=_default_data(), help="course-layout HDF5 file "
-                       "(default: $DEEPNET_DATA/train_catvnoncat.h5)")  # fmt: skip
-    train.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    train.add_argument("--learning-rate", type=float, default=0.0075)
-    train.add_argument("--iterations", type=int, default=2500)
-    train.add_argument("--record-every", type=int, default=100)
-    train.add_argument("--init", default="lecun", choices=("lecun", "small"))
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--device", default=None)
-    train.add_argument("--dtype", default="float64", choices=DTYPES)
-    train.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
-    train.add_argument("--costs-json", help="rank 0 writes the cost history here")
-    train.add_argument("--params-npz", help="rank 0 writes the parameters here")
-    train.add_argument("--quiet", action="store_true", help="do not print the costs")
-    bench = sub.add_parser("bench", help="time compute and Allreduce per step; JSON on rank 0")
-    bench.add_argument("--m", type=int, default=2048, help="examples over all ranks")
-    bench.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    bench.add_argument("--iterations", type=int, default=10)
-    bench.add_argument("--device", default=None)
-    bench.add_argument("--dtype", default="float64", choices=DTYPES)
-    bench.add_argument("--reduce", default="auto", choices=REDUCE_METHODS)
-    args = parser.parse_args(argv)
-    try:
-        comm = world()
-        if args.command == "bench":
-            report = benchmark(
-                comm, m=args.m, layers_dims=args.layers, iterations=args.iterations,
-                device=args.device, dtype=args.dtype, reduce=args.reduce,
-            )  # fmt: skip
-            if is_root(comm):
-                print(json.dumps(report))
-            return 0
-        if args.data is None:
-            raise InputError("no data: pass --data FILE or set DEEPNET_DATA")
-        params, costs = train_distributed(
-            args.data, args.layers, comm=comm, learning_rate=args.learning_rate,
-            num_iterations=args.iterations, init=args.init, seed=args.seed,
-            device=args.device, dtype=args.dtype, record_every=args.record_every,
-            print_cost=not args.quiet, reduce=args.reduce,
-        )  # fmt: skip
-    except DeepnetError as exc:  # raised alike on every rank (see _all_ok): say it once
-        if _rank_or_zero() == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if is_root(comm):
-        if args.costs_json:
-            Path(args.costs_json).write_text(json.dumps({"ranks": comm.Get_size(), "costs": costs}))
-        if args.params_npz:
-            np.savez(args.params_npz, **{k: to_numpy(v) for k, v in params.items()})
-    return 0
+    """``python -m deepnet.distributed``: an alias of :func:`deepnet.measure.mpi_main`
+    (``mpiexec -n N deepnet train --distributed`` is the command's own way to train)."""
+    from deepnet.measure import mpi_main
 
-
-def _rank_or_zero() -> int:
-    try:
-        return mpi().COMM_WORLD.Get_rank()
-    except DeepnetError:
-        return 0
-
-
-def _main_or_abort() -> int:
-    """main(), but an unexpected error on one rank ends all of them instead of a hang."""
-    try:
-        return main()
-    except Exception:
-        import traceback  # noqa: PLC0415
-
-        traceback.print_exc()
-        comm = mpi().COMM_WORLD
-        if comm.Get_size() > 1:
-            comm.Abort(1)
-        return 1
+    return mpi_main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(_main_or_abort())
+    from deepnet.measure import mpi_main_or_abort
+
+    sys.exit(mpi_main_or_abort())

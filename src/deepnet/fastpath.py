@@ -15,7 +15,8 @@ costs agree with the step-by-step path to 7e-14 relative, and the accuracies are
 It applies only to full batch with a fixed X, and pays only when ``m <= n_x`` (K is then no
 larger than X, and cheaper per step) and enough iterations follow to repay K.
 :func:`deepnet.training.fit` uses it automatically there (``gram=None``), always with
-``gram=True`` where it is valid, never with ``gram=False``.
+``gram=True`` where it is valid, never with ``gram=False``; and only for optimizers that
+keep W1's change in the form ``H @ X.T`` (:func:`supports`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import array_api_compat
 
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
+from deepnet.optim import GradientDescent, Optimizer
 from deepnet.step import in_course_order, input_product, step_above_input
 
 Array = Any
@@ -62,52 +64,112 @@ def use_gram(gram: bool | None, X: Array, batch_size: int | None, n1: int, itera
     return bool(gram)
 
 
-class GramFirstLayer:
-    """W1 of a full-batch run, kept as ``P = W1 @ X`` and materialised only on demand."""
+def supports(network: Any, optimizer: Optimizer) -> bool:
+    """True when the Gram path is exact for this network and optimizer.
 
-    def __init__(self, W1: Array, X: Array, learning_rate: float) -> None:
+    Any hidden activation works (only the first layer's linear part is tracked); the
+    optimizer must keep W1's change of the form ``-H @ X.T`` (``keeps_input_update_linear``).
+    """
+    return bool(getattr(optimizer, "keeps_input_update_linear", False))
+
+
+class GramFirstLayer:
+    """W1 of a full-batch run, kept as ``P = W1 @ X`` and materialised only on demand.
+
+    Each step is ``W1 <- decay * W1 - H @ X.T`` (the optimizer's ``input_step``), so
+    ``W1 = alpha * W1_start - H_sum @ X.T`` with ``alpha`` the product of the decays and
+    ``H_sum`` the decayed sum of the H's. ``resume`` (what :meth:`state` gave) continues a
+    run exactly: P is restored, not recomputed from W1, so the sums keep their order.
+    """
+
+    def __init__(
+        self, W1: Array, X: Array, learning_rate: float | None = None, resume: dict | None = None
+    ) -> None:
         xp = array_namespace(W1, X)
         self.X, self.learning_rate = X, learning_rate
         self.K = X.T @ X  # (m, m), once per run
-        self.W1_start = W1
-        self.P = input_product(W1, X)
-        self.G_sum = xp.zeros_like(self.P)
+        if resume is not None:
+            self.W1_start, self.P, self.H_sum = resume["W1_start"], resume["P"], resume["H_sum"]
+            self.alpha = float(resume.get("alpha", 1.0))
+        else:
+            self.W1_start, self.alpha = W1, 1.0
+            self.P = input_product(W1, X)
+            self.H_sum = xp.zeros_like(self.P)
 
-    def step(self, G: Array) -> None:
-        """Apply W1 <- W1 - lr * G @ X.T, in P's terms."""
-        self.P = self.P - (self.learning_rate * G) @ self.K
-        self.G_sum = self.G_sum + G
+    def step(self, H: Array, decay: float = 1.0) -> None:
+        """Apply W1 <- decay * W1 - H @ X.T, in P's terms."""
+        if decay != 1:
+            self.P, self.H_sum, self.alpha = decay * self.P, decay * self.H_sum, decay * self.alpha
+        self.P = self.P - H @ self.K
+        self.H_sum = self.H_sum + H
 
-    def W1(self, G_sum: Array | None = None) -> Array:
-        """W1 now (or as it was when ``G_sum`` was the running sum): one wide product."""
-        G_sum = self.G_sum if G_sum is None else G_sum
-        return self.W1_start - (self.learning_rate * G_sum) @ self.X.T
+    def W1(self, mark: tuple[Array, float] | None = None) -> Array:
+        """W1 now (or at a ``mark`` = (H_sum, alpha) taken earlier): one wide product."""
+        H_sum, alpha = (self.H_sum, self.alpha) if mark is None else mark
+        start = self.W1_start if alpha == 1 else alpha * self.W1_start
+        return start - H_sum @ self.X.T
+
+    def state(self) -> dict[str, Any]:
+        """What continuing exactly needs (K is recomputed: the same product, the same bits)."""
+        return {"W1_start": self.W1_start, "P": self.P, "H_sum": self.H_sum, "alpha": self.alpha}
 
 
 class GramSteps:
-    """Full-batch iterations for :func:`deepnet.training.fit`, with W1 @ X tracked through K.
+    """Full-batch iterations for :func:`deepnet.engine.fit.run_loop`, W1 @ X tracked through K.
 
-    Recording, callbacks, checkpoints and divergence stay in ``fit``; the parameters they
+    Recording, callbacks, checkpoints and divergence stay in the loop; the parameters they
     see are materialised exactly (one wide product), and only when asked for.
+    ``optimizer`` may be a learning rate (plain gradient descent).
     """
 
-    def __init__(self, parameters: dict[str, Array], X: Array, Y: Array, lr: float) -> None:
+    def __init__(
+        self,
+        parameters: dict[str, Array],
+        X: Array,
+        Y: Array,
+        optimizer: Optimizer | float,
+        *,
+        hidden: str = "relu",
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            optimizer = GradientDescent(optimizer)
+        if not supports(None, optimizer):
+            raise InputError(f"the Gram path cannot run {optimizer!r}; use gram=False")
+        resume = resume or {}
         self.rest = dict(parameters)
-        self.first = GramFirstLayer(self.rest.pop("W1"), X, lr)
-        self.Y, self.lr = Y, lr
+        gram = {k[5:]: v for k, v in resume.items() if k.startswith("gram.")}
+        self.first = GramFirstLayer(self.rest.pop("W1"), X, resume=gram or None)
+        self.Y, self.optimizer, self.hidden = Y, optimizer, hidden
+        self.opt_state = {k[4:]: v for k, v in resume.items() if k.startswith("opt.")}
+        if not self.opt_state:
+            self.opt_state = optimizer.init_state(parameters)
 
     def run(self, iteration: int) -> Array:
         """One full-batch step; returns its cost (before the update)."""
-        rest, G, cost = step_above_input({**self.rest, "W1": None}, self.first.P, self.Y, self.lr)
-        self.first.step(G)
+        params = {**self.rest, "W1": None}
+        rest, G, cost, state = step_above_input(
+            params, self.first.P, self.Y, self.optimizer, self.opt_state, iteration, self.hidden
+        )
+        H, decay, self.opt_state = self.optimizer.input_step(G, state, iteration)  # type: ignore[attr-defined]
+        self.first.step(H, decay)
         self.rest = rest
         return cost
 
-    def mark(self) -> tuple[dict[str, Array], Array]:
-        """The layers above the input and the running sum of G: W1 is rebuilt from these."""
-        return self.rest, self.first.G_sum
+    def mark(self) -> tuple[dict[str, Array], tuple[Array, float]]:
+        """The layers above the input, the running sum of H and alpha: W1 is rebuilt from
+        these."""
+        return self.rest, (self.first.H_sum, self.first.alpha)
 
-    def parameters(self, mark: tuple[dict[str, Array], Array] | None = None) -> dict[str, Array]:
+    def parameters(self, mark: tuple | None = None) -> dict[str, Array]:
         """All parameters, W1 included, now or at ``mark``."""
-        rest, G_sum = (self.rest, None) if mark is None else mark
-        return in_course_order({**rest, "W1": self.first.W1(G_sum)})
+        rest, first = (self.rest, None) if mark is None else mark
+        return in_course_order({**rest, "W1": self.first.W1(first)})
+
+    def resume_state(self) -> dict[str, Any]:
+        """The optimizer's state and the Gram arrays (``gram.*``): an exact continuation."""
+        state = {f"opt.{k}": v for k, v in self.opt_state.items()}
+        return state | {f"gram.{k}": v for k, v in self.first.state().items()}
+
+    def close(self) -> None:
+        """Nothing to release."""

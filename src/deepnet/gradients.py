@@ -17,13 +17,18 @@ from __future__ import annotations
 from typing import Any
 
 from deepnet.kernels import num_layers
+from deepnet.optim import gd_update
 from deepnet.step import backward_above_input, input_product
 
 Array = Any
 
 
 def gradients(
-    parameters: dict[str, Array], X: Array, Y: Array, m_total: int | None = None
+    parameters: dict[str, Array],
+    X: Array,
+    Y: Array,
+    m_total: int | None = None,
+    hidden: str = "relu",
 ) -> tuple[dict[str, Array], Array]:
     """(dW1, db1, ..., cost) of the examples in X, each summed over them and divided by m_total.
 
@@ -32,7 +37,7 @@ def gradients(
     the pieces then add up to the full-batch ones. The cost is a 0-d device array.
     """
     grads, G1, cost = backward_above_input(
-        parameters, input_product(parameters["W1"], X), Y, m_total
+        parameters, input_product(parameters["W1"], X), Y, m_total, hidden
     )
     grads["dW1"] = G1 @ X.T
     return {k: grads[k] for k in grad_keys(num_layers(parameters))}, cost
@@ -54,9 +59,4 @@ def apply_gradients(
     parameters: dict[str, Array], grads: dict[str, Array], learning_rate: float
 ) -> dict[str, Array]:
     """One gradient-descent step, ``W <- W - lr dW``, ``b <- b - lr db``, in train_step's order."""
-    L = num_layers(parameters)
-    return {
-        f"{name}{layer}": parameters[f"{name}{layer}"] - learning_rate * grads[f"d{name}{layer}"]
-        for layer in range(1, L + 1)
-        for name in ("W", "b")
-    }
+    return gd_update(parameters, grads, learning_rate)

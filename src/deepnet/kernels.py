@@ -12,15 +12,16 @@ activation cache is ``Z``, and ``L_model_backward`` stores layer l's ``dA_prev``
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError, ShapeError
+from deepnet.optim import gd_update
+from deepnet.spec import ACTIVATIONS, Activation
 from deepnet.validation import check_examples, check_linear, check_parameters
 
 Array = Any
-Activation = Literal["sigmoid", "relu"]
+ActivationName = Literal["sigmoid", "relu", "tanh", "leaky_relu"]
 LinearCache = tuple[Array, Array, Array]
 LayerCache = tuple[LinearCache, Array]
 
@@ -35,53 +36,39 @@ def linear_forward(A: Array, W: Array, b: Array) -> tuple[Array, LinearCache]:
 
 def sigmoid(Z: Array) -> tuple[Array, Array]:
     """1 / (1 + exp(-Z)), without overflow for large |Z|; returns (A, cache=Z)."""
-    xp = array_namespace(Z)
-    # exp of a non-positive number never overflows. For Z >= 0 this is the course's formula
-    # bit for bit; for Z < 0 it is the same value, rewritten as e^Z / (1 + e^Z). Capping |Z|
-    # where e^-|Z| would leave the normal range avoids underflow too, and changes nothing
-    # that float arithmetic could tell apart from 0 or 1.
-    limit = -math.log(xp.finfo(Z.dtype).smallest_normal)
-    e = xp.exp(-xp.clip(xp.abs(Z), max=limit))
-    A = xp.where(Z >= 0, 1 / (1 + e), e / (1 + e))
-    return A, Z
+    return ACTIVATIONS["sigmoid"].forward(Z), Z
 
 
 def relu(Z: Array) -> tuple[Array, Array]:
     """max(0, Z); returns (A, cache=Z)."""
-    xp = array_namespace(Z)
-    return xp.maximum(Z, 0.0), Z
+    return ACTIVATIONS["relu"].forward(Z), Z
 
 
 def sigmoid_backward(dA: Array, cache: Array) -> Array:
     """dZ = dA * s * (1 - s) with s = sigmoid(Z)."""
-    s, _ = sigmoid(cache)
-    return dA * s * (1 - s)
+    return ACTIVATIONS["sigmoid"].from_z(dA, cache)
 
 
 def relu_backward(dA: Array, cache: Array) -> Array:
     """dZ = dA where Z > 0, else 0."""
-    xp = array_namespace(dA, cache)
-    return xp.where(cache > 0, dA, 0.0)
+    return ACTIVATIONS["relu"].from_z(dA, cache)
 
 
-_FORWARD = {"sigmoid": sigmoid, "relu": relu}
-_BACKWARD = {"sigmoid": sigmoid_backward, "relu": relu_backward}
-
-
-def _activation(table: dict, activation: str):
+def _activation(name: str) -> Activation:
     try:
-        return table[activation]
-    except KeyError:
-        raise InputError(f"unknown activation {activation!r}; use 'relu' or 'sigmoid'") from None
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"unknown activation {name!r}; use one of: {', '.join(ACTIVATIONS)}"
+        ) from None
 
 
 def linear_activation_forward(
-    A_prev: Array, W: Array, b: Array, activation: Activation
+    A_prev: Array, W: Array, b: Array, activation: ActivationName
 ) -> tuple[Array, LayerCache]:
     """One [LINEAR -> ACTIVATION] layer; returns (A, (linear_cache, activation_cache))."""
     Z, linear_cache = linear_forward(A_prev, W, b)
-    A, activation_cache = _activation(_FORWARD, activation)(Z)
-    return A, (linear_cache, activation_cache)
+    return _activation(activation).forward(Z), (linear_cache, Z)
 
 
 def num_layers(parameters: dict[str, Array]) -> int:
@@ -89,13 +76,18 @@ def num_layers(parameters: dict[str, Array]) -> int:
     return len(parameters) // 2
 
 
-def L_model_forward(X: Array, parameters: dict[str, Array]) -> tuple[Array, list[LayerCache]]:
-    """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID; returns (AL, caches)."""
+def L_model_forward(
+    X: Array, parameters: dict[str, Array], *, hidden: str = "relu"
+) -> tuple[Array, list[LayerCache]]:
+    """[LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID; returns (AL, caches).
+
+    ``hidden`` names another hidden activation of :data:`deepnet.spec.ACTIVATIONS`.
+    """
     L = num_layers(parameters)
     A = X
     caches = []
     for layer in range(1, L + 1):
-        activation = "sigmoid" if layer == L else "relu"
+        activation = "sigmoid" if layer == L else hidden
         A, cache = linear_activation_forward(
             A, parameters[f"W{layer}"], parameters[f"b{layer}"], activation
         )
@@ -133,15 +125,17 @@ def linear_backward(dZ: Array, cache: LinearCache) -> tuple[Array, Array, Array]
 
 
 def linear_activation_backward(
-    dA: Array, cache: LayerCache, activation: Activation
+    dA: Array, cache: LayerCache, activation: ActivationName
 ) -> tuple[Array, Array, Array]:
     """Backward through one [LINEAR -> ACTIVATION] layer: (dA_prev, dW, db)."""
     linear_cache, activation_cache = cache
-    dZ = _activation(_BACKWARD, activation)(dA, activation_cache)
+    dZ = _activation(activation).from_z(dA, activation_cache)
     return linear_backward(dZ, linear_cache)
 
 
-def L_model_backward(AL: Array, Y: Array, caches: list[LayerCache]) -> dict[str, Array]:
+def L_model_backward(
+    AL: Array, Y: Array, caches: list[LayerCache], *, hidden: str = "relu"
+) -> dict[str, Array]:
     """Gradients of the cost for every layer: dW{l}, db{l}, and dA{l-1} (layer l's dA_prev)."""
     xp = array_namespace(AL, Y)
     L = len(caches)
@@ -163,7 +157,7 @@ def L_model_backward(AL: Array, Y: Array, caches: list[LayerCache]) -> dict[str,
     grads = {}
     dA = dAL
     for layer in range(L, 0, -1):
-        activation = "sigmoid" if layer == L else "relu"
+        activation = "sigmoid" if layer == L else hidden
         dA, dW, db = linear_activation_backward(dA, caches[layer - 1], activation)
         grads[f"dA{layer - 1}"] = dA
         grads[f"dW{layer}"] = dW
@@ -175,30 +169,26 @@ def update_parameters(
     parameters: dict[str, Array], grads: dict[str, Array], learning_rate: float
 ) -> dict[str, Array]:
     """One gradient-descent step, W <- W - lr dW and b <- b - lr db; returns a new dict."""
-    L = num_layers(parameters)
-    updated = {}
-    for layer in range(1, L + 1):
-        for name in ("W", "b"):
-            key = f"{name}{layer}"
-            updated[key] = parameters[key] - learning_rate * grads[f"d{key}"]
-    return updated
+    return gd_update(parameters, grads, learning_rate)
 
 
-def predict_proba(X: Array, parameters: dict[str, Array]) -> Array:
+def predict_proba(X: Array, parameters: dict[str, Array], *, hidden: str = "relu") -> Array:
     """P(cat) for each column of X, shape (1, m)."""
     check_examples(X, None, check_parameters(parameters)[0])
-    AL, _ = L_model_forward(X, parameters)
+    AL, _ = L_model_forward(X, parameters, hidden=hidden)
     return AL
 
 
-def predict(X: Array, y: Array | None, parameters: dict[str, Array]) -> Array:
+def predict(
+    X: Array, y: Array | None, parameters: dict[str, Array], *, hidden: str = "relu"
+) -> Array:
     """0/1 predictions (threshold 0.5) for each column of X, shape (1, m), in X's dtype.
 
     As in the course, ``y`` may be given; use :func:`accuracy` to compare with it
     (``predict`` itself prints nothing and never reads the labels).
     """
     xp = array_namespace(X)
-    AL = predict_proba(X, parameters)
+    AL = predict_proba(X, parameters, hidden=hidden)
     return xp.astype(AL > 0.5, AL.dtype)
 
 

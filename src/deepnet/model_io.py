@@ -39,6 +39,7 @@ from deepnet.errors import DeepnetError, ModelFileError
 from deepnet.fileio import atomic_write
 from deepnet.initialization import check_layer_dims, place
 from deepnet.paths import safe_text
+from deepnet.spec import HIDDEN_ACTIVATIONS, Network, network_from_activations
 
 FORMAT = "deepnet-model"
 FORMAT_VERSION = 1
@@ -77,11 +78,14 @@ class Model:
     preprocessing: dict[str, Any] = field(default_factory=lambda: dict(PREPROCESSING))
     deepnet_version: str = ""
     created: str = ""
+    hidden: str = "relu"  # the hidden layers' activation (deepnet.spec.HIDDEN_ACTIVATIONS)
+    # Exact arrays a checkpoint needs beyond the parameters (optimizer and fast-path state).
+    state: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def activations(self) -> list[str]:
-        """One activation per layer: ReLU for the hidden layers, sigmoid for the output."""
-        return ["relu"] * (len(self.layer_dims) - 2) + ["sigmoid"]
+        """One activation per layer: ``hidden`` for the hidden layers, sigmoid for the output."""
+        return Network(tuple(self.layer_dims), self.hidden).activations
 
     def parameters_on(self, device: str | None = None) -> dict[str, Any]:
         """The parameters copied onto ``device`` (resolved as usual) in the model's dtype."""
@@ -115,6 +119,13 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         "training": model.training,
         "costs": costs,
     }
+    state = {
+        f"state.{k}": np.ascontiguousarray(to_numpy(v), dtype=model.dtype)
+        for k, v in model.state.items()
+    }
+    if state:
+        meta["state_shapes"] = {k[6:]: list(v.shape) for k, v in state.items()}
+        arrays |= state
     meta_bytes = json.dumps(meta, indent=2, allow_nan=False).encode("utf-8")
 
     def write(handle) -> None:
@@ -231,11 +242,12 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
     dtype = meta.get("dtype")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise ModelFileError(f"{path}: dtype {_short(dtype)} is not one of {', '.join(DTYPES)}")
-    expected_activations = ["relu"] * (len(dims) - 2) + ["sigmoid"]
-    if meta.get("activations") != expected_activations:
+    network = network_from_activations(dims, meta.get("activations"))
+    if network is None:
         raise ModelFileError(
-            f"{path}: activations {_short(meta.get('activations'))} are not the course "
-            f"network's {_short(expected_activations)}"
+            f"{path}: activations {_short(meta.get('activations'))} are not a network deepnet "
+            f"runs: one of {', '.join(HIDDEN_ACTIVATIONS)} for the {len(dims) - 2} hidden "
+            "layers, then sigmoid"
         )
     classes = check_class_names(meta.get("classes"), str(path))
     costs = check_costs(meta.get("costs", []), str(path))
@@ -264,7 +276,9 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
     parameters = {
         name: _read_array(archive, name, shape, dtype, path) for name, shape in _shapes(dims)
     }
-    extra = sorted(set(archive.namelist()) - {META_NAME} - {f"{k}.npy" for k in parameters})
+    state = _read_state(archive, meta.get("state_shapes", {}), dims, dtype, path)
+    known = {f"{k}.npy" for k in parameters} | {f"state.{k}.npy" for k in state}
+    extra = sorted(set(archive.namelist()) - {META_NAME} - known)
     if extra:
         raise ModelFileError(f"{path}: unexpected members {extra} for layer_dims {dims}")
     _check_parameters(parameters, dims, dtype, str(path))
@@ -280,7 +294,32 @@ def _read_model(archive: zipfile.ZipFile, meta: dict, path: Path) -> Model:
         preprocessing=preprocessing,
         deepnet_version=str(meta.get("deepnet_version", "")),
         created=str(meta.get("created", "")),
+        hidden=network.hidden,
+        state=state,
     )
+
+
+def _read_state(
+    archive: zipfile.ZipFile, shapes: Any, dims: list[int], dtype: str, path: Path
+) -> dict[str, np.ndarray]:
+    """A checkpoint's state arrays (optimizer and fast-path state), each at most 16 times
+    the largest parameter (a velocity kept per example can be wider than W1)."""
+    largest = 16 * max(a * b for a, b in zip(dims[1:], dims[:-1], strict=True))
+    if not isinstance(shapes, dict) or len(shapes) > 8 * len(dims) + 8:
+        raise ModelFileError(f"{path}: state_shapes must be a small dict of name: shape")
+    state = {}
+    for name, shape in shapes.items():
+        if not (
+            isinstance(name, str)
+            and name.replace(".", "").replace("_", "").isalnum()
+            and isinstance(shape, list)
+            and 1 <= len(shape) <= 2
+            and all(type(n) is int and n >= 0 for n in shape)
+            and math.prod(shape) <= largest
+        ):
+            raise ModelFileError(f"{path}: bad state array {_short(name)}: {_short(shape)}")
+        state[name] = _read_array(archive, f"state.{name}", tuple(shape), dtype, path)
+    return state
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:

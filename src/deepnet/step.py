@@ -14,6 +14,8 @@ from typing import Any
 
 from deepnet.backend import array_namespace
 from deepnet.kernels import num_layers, sigmoid
+from deepnet.optim import Optimizer, State
+from deepnet.spec import activation
 
 Array = Any
 
@@ -46,7 +48,7 @@ def input_product(W1: Array, X: Array) -> Array:
 
 
 def backward_above_input(
-    parameters: dict[str, Array], P1: Array, Y: Array, m: int | None = None
+    parameters: dict[str, Array], P1: Array, Y: Array, m: int | None = None, hidden: str = "relu"
 ) -> tuple[dict[str, Array], Array, Array]:
     """Forward, cost and backward of everything but dW1, given ``P1 = W1 @ X``.
 
@@ -54,25 +56,28 @@ def backward_above_input(
     ``dZ1 / m`` (so that ``dW1 = G1 @ X.T``); and the cost before the step as a 0-d array.
     Every gradient and the cost are sums over the examples divided by ``m`` (default: P1's
     number of columns; a shard passes the whole data set's, so the pieces add up).
-    No dA is formed for the input layer, ReLU masks are taken from the activations, the
-    output layer's dZ is ``AL - Y`` directly, and 1/m is applied once, to the smallest array.
+    No dA is formed for the input layer, the hidden activation's derivative is taken from
+    its output (``hidden``: a name of :data:`deepnet.spec.ACTIVATIONS`; ReLU masks come
+    from the activations), the output layer's dZ is ``AL - Y`` directly, and 1/m is applied
+    once, to the smallest array.
     """
     xp = array_namespace(P1, Y)
+    act = activation(hidden)
     L = num_layers(parameters)
     m = P1.shape[1] if m is None else m
     Z = P1 + parameters["b1"]
-    hidden = []  # A1 .. A(L-1)
+    kept = []  # A1 .. A(L-1)
     for layer in range(2, L + 1):
-        hidden.append(xp.maximum(Z, 0.0))
-        Z = parameters[f"W{layer}"] @ hidden[-1] + parameters[f"b{layer}"]
+        kept.append(act.forward(Z))
+        Z = parameters[f"W{layer}"] @ kept[-1] + parameters[f"b{layer}"]
     AL, _ = sigmoid(Z)
     # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^Z) - Y Z, finite even when AL is 0 or 1.
     cost = xp.sum(xp.logaddexp(Z, 0.0) - Y * Z) / m
     dZ = (AL - Y) / m
     grads = {}
     for layer in range(L, 1, -1):
-        A_prev = hidden[layer - 2]
-        dZ_prev = xp.where(A_prev > 0, parameters[f"W{layer}"].T @ dZ, 0.0)
+        A_prev = kept[layer - 2]
+        dZ_prev = act.from_a(parameters[f"W{layer}"].T @ dZ, A_prev)
         grads[f"dW{layer}"] = dZ @ A_prev.T
         grads[f"db{layer}"] = xp.sum(dZ, axis=1, keepdims=True)
         dZ = dZ_prev
@@ -81,12 +86,56 @@ def backward_above_input(
 
 
 def step_above_input(
-    parameters: dict[str, Array], P1: Array, Y: Array, learning_rate: float
-) -> tuple[dict[str, Array], Array, Array]:
-    """:func:`backward_above_input`, then the update: ``(new b1, W2, b2, ..., G1, cost)``."""
-    grads, G1, cost = backward_above_input(parameters, P1, Y)
-    updated = {key[1:]: parameters[key[1:]] - learning_rate * g for key, g in grads.items()}
-    return updated, G1, cost
+    parameters: dict[str, Array],
+    P1: Array,
+    Y: Array,
+    optimizer: Optimizer,
+    state: State,
+    iteration: int,
+    hidden: str = "relu",
+) -> tuple[dict[str, Array], Array, Array, State]:
+    """:func:`backward_above_input`, then the optimizer's update of every parameter but W1.
+
+    Returns ``(new parameters but W1, G1, cost, new state)``; W1 is the caller's (its
+    gradient is ``G1 @ X.T``, or whatever the Gram path tracks instead).
+    """
+    grads, G1, cost = backward_above_input(parameters, P1, Y, None, hidden)
+    rest = {k: v for k, v in parameters.items() if k != "W1"}
+    updated, state = optimizer.update(rest, grads, state, iteration)
+    return updated, G1, cost, state
+
+
+def optimizer_step(
+    parameters: dict[str, Array],
+    X: Array,
+    Y: Array,
+    optimizer: Optimizer,
+    state: State,
+    iteration: int,
+    hidden: str = "relu",
+    fixed_input: bool = False,
+) -> tuple[dict[str, Array], Array, State]:
+    """One step of ``optimizer`` on (X, Y): ``(new parameters, cost before it, new state)``.
+
+    Where the optimizer's factored W1 update is exact (:mod:`deepnet.optim`: always with
+    ``factored_per_batch``; with ``keeps_input_update_linear`` when ``fixed_input``, X being
+    the same at every step), W1 moves by ``decay * W1 - H1 @ X.T`` and no 12288-wide
+    gradient is formed; otherwise ``dW1 = G1 @ X.T`` goes through ``optimizer.update``.
+    """
+    W1 = parameters["W1"]
+    P1 = input_product(W1, X)
+    if optimizer.factored_per_batch or (fixed_input and optimizer.keeps_input_update_linear):
+        updated, G1, cost, state = step_above_input(
+            parameters, P1, Y, optimizer, state, iteration, hidden
+        )
+        H1, decay, state = optimizer.input_step(G1, state, iteration)  # type: ignore[attr-defined]
+        W1 = W1 if decay == 1 else decay * W1
+        updated["W1"] = W1 - H1 @ X.T  # X.T is a view: no copy
+        return in_course_order(updated), cost, state
+    grads, G1, cost = backward_above_input(parameters, P1, Y, None, hidden)
+    grads["dW1"] = G1 @ X.T
+    updated, state = optimizer.update(parameters, grads, state, iteration)
+    return in_course_order(updated), cost, state
 
 
 def in_course_order(parameters: dict[str, Array]) -> dict[str, Array]:

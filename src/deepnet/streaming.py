@@ -15,41 +15,43 @@ The file is the course's layout (``train_set_x`` uint8 (m, 64, 64, 3), ``train_s
 
 The batches are those of :func:`deepnet.training.batch_order` and each step is
 :func:`deepnet.training.train_step`, so for the same ``batch_size`` and ``seed`` the result
-is the in-memory :func:`deepnet.training.fit` result, bit for bit. Full batch
+is the in-memory :func:`deepnet.training.fit` result, bit for bit (the same loop,
+:func:`deepnet.engine.fit.run_loop`, over a :class:`StreamSteps` source). Full batch
 (``batch_size=None``) reads the file in chunks and adds up their gradients before the one
 update of the iteration (:mod:`deepnet.gradients`): the full-batch result to rounding.
 
-``python -m deepnet.streaming make-synthetic PATH --n 200000`` writes a large file in the
-course's layout, block by block; ``python -m deepnet.streaming train PATH ...`` trains from
-one and prints its costs, speed and peak memory as JSON.
+``deepnet make-data PATH --n 200000`` writes a large file in the course's layout, block by
+block; ``deepnet train --stream PATH`` trains from one (checkpoints, stop, resume, a saved
+model). ``python -m deepnet.streaming train PATH`` (:mod:`deepnet.measure`) prints a run's
+costs, speed and peak memory as JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import array_api_compat
 import h5py
 import numpy as np
 
-from deepnet import backend
 from deepnet.backend import array_namespace
 from deepnet.cuda.batches import CudaBatches as _CudaBatches
-from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
-from deepnet.gradients import add_gradients, apply_gradients, gradients
+from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
+from deepnet.engine.sources import ParameterSteps, batch_order
+from deepnet.errors import DataError, InputError, ShapeError
+from deepnet.gradients import add_gradients, gradients
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
-from deepnet.training import DTYPES, TrainState, _check_finite, batch_order, train_step
+from deepnet.optim import Optimizer
+from deepnet.training import DTYPES, make_optimizer
+from deepnet.validation import check_count
 
 Array = Any
 IMAGE_SHAPE = (64, 64, 3)
@@ -418,91 +420,104 @@ def _epoch_batches(m: int, batch_size: int | None, seed: int, epoch: int, chunk:
     return batches
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
+class StreamSteps(ParameterSteps):
+    """Step source: iterations over a course file read as needed (see the module docstring).
+
+    Mini-batches are :func:`deepnet.engine.sources.one_step` on each batch; full batch adds
+    up the chunks' gradients (:mod:`deepnet.gradients`) before one optimizer update.
+    """
+
+    def __init__(
+        self,
+        source: CourseFile,
+        parameters: dict[str, Array],
+        optimizer: Optimizer,
+        *,
+        first: int,
+        last: int,
+        batch_size: int | None,
+        seed: int,
+        hidden: str = "relu",
+        prefetch: bool = True,
+        chunk_size: int = DEFAULT_CHUNK,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        W1 = parameters["W1"]
+        if W1.shape[1] != source.n_x:
+            raise ShapeError(
+                f"the network takes {W1.shape[1]} inputs (W1 is {tuple(W1.shape)}) but the "
+                f"images of {source.path} have {source.n_x} values each"
+            )
+        m = self.m = source.m
+        super().__init__(parameters, optimizer, hidden, resume)
+        self.full_batch = batch_size is None or batch_size >= m  # batch_order's rule
+        max_batch = min(m, chunk_size if self.full_batch else batch_size)
+        self.n_batches = -(-m // max_batch)  # per iteration
+
+        def plan() -> Iterator[np.ndarray]:
+            for epoch in range(first, last):
+                yield from _epoch_batches(m, batch_size, seed, epoch, max_batch)
+
+        self.stream = BatchStream(source, plan(), max_batch=max_batch, like=W1, prefetch=prefetch)
+
+    def run(self, iteration: int) -> Array:
+        """One pass over the file; returns its cost (before the updates)."""
+        cost: Any = 0.0
+        if self.full_batch:
+            total = None
+            for _ in range(self.n_batches):
+                _, X, Y = self.stream.next()
+                grads, chunk_cost = gradients(self.params, X, Y, self.m, self.hidden)
+                total, cost = add_gradients(total, grads), cost + chunk_cost
+            self.params, self.state = self.optimizer.update(
+                self.params, total, self.state, iteration
+            )
+            return cost
+        for _ in range(self.n_batches):  # exactly MemorySteps' loop
+            idx, X, Y = self.stream.next()
+            cost = cost + self.step(X, Y, iteration) * (len(idx) / self.m)
+        return cost
+
+    def close(self) -> None:
+        """Stop the read-ahead thread and close the file."""
+        self.stream.close()
 
 
 def fit_stream(
     source: str | os.PathLike | CourseFile,
     state: TrainState,
     *,
-    learning_rate: float,
+    learning_rate: float | None = None,
     num_iterations: int,
     batch_size: int | None = None,
-    seed: int = 1,
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     prefetch: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    seed: int = 1,
+    optimizer: Optimizer | None = None,
+    hidden: str = "relu",
+    **options: Unpack[LoopOptions],
 ) -> TrainState:
     """:func:`deepnet.training.fit`, with the examples read from a course file as needed.
 
-    Same batches, same steps, same recorded costs, callback and divergence handling as
-    ``fit`` on the file's data loaded in memory (X = images / 255, one column each). The
+    Same batches, same steps, same recorded costs, hooks and divergence handling as
+    ``fit`` on the file's data loaded in memory (X = images / 255, one column each): it is
+    the same loop (:func:`deepnet.engine.fit.run_loop`) over a :class:`StreamSteps`. The
     data go to the parameters' device in their dtype. ``batch_size=None`` is full batch:
     each iteration reads the file in ``chunk_size`` pieces and adds up their gradients.
     """
-    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate)) or (
-        learning_rate <= 0
-    ):
-        raise InputError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-    _check_positive_int("batch_size", batch_size, allow_none=True)
-    _check_positive_int("chunk_size", chunk_size)
-    _check_positive_int("record_every", record_every)
+    optimizer = make_optimizer(learning_rate, optimizer)
+    check_loop_options(num_iterations, **options)
+    if batch_size is not None:
+        check_count(batch_size, "batch_size", minimum=1)
+    check_count(chunk_size, "chunk_size", minimum=1)
     if not isinstance(source, CourseFile):
         source = open_course_file(source)
-    params = state.parameters
-    W1 = params["W1"]
-    if W1.shape[1] != source.n_x:
-        raise ShapeError(
-            f"the network takes {W1.shape[1]} inputs (W1 is {tuple(W1.shape)}) but the images "
-            f"of {source.path} have {source.n_x} values each"
-        )
-    m = source.m
-    first, last = state.iteration, num_iterations
-    full_batch = batch_size is None or batch_size >= m  # batch_order's rule
-    max_batch = min(m, chunk_size if full_batch else batch_size)
-    n_batches = -(-m // max_batch)  # per iteration
-
-    def plan() -> Iterator[np.ndarray]:
-        for epoch in range(first, last):
-            yield from _epoch_batches(m, batch_size, seed, epoch, max_batch)
-
-    costs = list(state.costs)
-    good_params, good_iteration = params, first
-    cost = None
-    with BatchStream(source, plan(), max_batch=max_batch, like=W1, prefetch=prefetch) as stream:
-        for i in range(first, last):
-            params_in = params
-            if full_batch:
-                total, cost = None, 0.0
-                for _ in range(n_batches):
-                    _, X, Y = stream.next()
-                    grads, chunk_cost = gradients(params, X, Y, m_total=m)
-                    total, cost = add_gradients(total, grads), cost + chunk_cost
-                params = apply_gradients(params, total, learning_rate)
-            else:
-                cost = 0.0
-                for _ in range(n_batches):  # exactly fit's loop
-                    idx, X, Y = stream.next()
-                    params, batch_cost = train_step(params, X, Y, learning_rate)
-                    cost = cost + batch_cost * (len(idx) / m)
-            if i % record_every == 0:
-                value = float(cost)  # the one device->host read, only when recorded
-                _check_finite(value, i, good_params, good_iteration, costs)
-                good_params, good_iteration = params_in, i
-                costs.append(value)
-                if print_cost:
-                    print(f"Cost after iteration {i}: {value}")
-                if callback is not None:
-                    callback(TrainState(params, costs, i + 1), value)
-    if cost is not None and (last - 1) % record_every != 0:
-        _check_finite(float(cost), last - 1, good_params, good_iteration, costs)
-    return TrainState(params, costs, max(last, state.iteration))
+    steps = StreamSteps(
+        source, state.parameters, optimizer, first=state.iteration, last=num_iterations,
+        batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
+        chunk_size=chunk_size, resume=state.resume,
+    )  # fmt: skip
+    return run_loop(steps, state, num_iterations=num_iterations, **options)
 
 
 def train_stream(
@@ -516,11 +531,9 @@ def train_stream(
     seed: int = 1,
     device: str | None = None,
     dtype: str = "float64",
-    record_every: int = 100,
-    print_cost: bool = False,
-    callback: Callable[[TrainState, float], None] | None = None,
     prefetch: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    **options: Unpack[LoopOptions],
 ) -> tuple[dict[str, Array], list[float]]:
     """``L_layer_model`` on a course file read as needed; returns (parameters, costs).
 
@@ -534,8 +547,7 @@ def train_stream(
     state = TrainState(place(draw_parameters(dims, init, seed), device, dtype))
     state = fit_stream(
         source, state, learning_rate=learning_rate, num_iterations=num_iterations,
-        batch_size=batch_size, seed=seed, record_every=record_every, print_cost=print_cost,
-        callback=callback, prefetch=prefetch, chunk_size=chunk_size,
+        batch_size=batch_size, seed=seed, prefetch=prefetch, chunk_size=chunk_size, **options,
     )  # fmt: skip
     return state.parameters, state.costs
 
@@ -557,7 +569,7 @@ def make_synthetic(
     non-cat's from 0..191, so the task is learnable. The content depends only on ``n``,
     ``seed`` and ``image_shape``. Memory use is one block, whatever ``n``.
     """
-    _check_positive_int("n", n)
+    check_count(n, "n", minimum=1)
     shape = tuple(int(s) for s in image_shape)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -577,86 +589,15 @@ def make_synthetic(
     return open_course_file(path)
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM on Linux, ru_maxrss elsewhere)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource  # noqa: PLC0415  (POSIX only; Linux answered above)
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
 # --------------------------------------------------------------------------- command line
 
 
-def parse_layers(text: str) -> list[int]:
-    """``"12288,20,7,5,1"`` -> [12288, 20, 7, 5, 1] (an argparse type)."""
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected layer sizes like 12288,20,7,5,1, got {text!r}"
-        ) from None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``make-synthetic PATH --n N`` or ``train PATH ...`` (prints JSON); returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m deepnet.streaming", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    make = sub.add_parser("make-synthetic", help="write a large file in the course's layout")
-    make.add_argument("path")
-    make.add_argument("--n", type=int, default=200_000, help="number of images (200000)")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--prefix", default="train", help="dataset names PREFIX_set_x/y")
-    train = sub.add_parser("train", help="train from a file, print costs/speed/memory as JSON")
-    train.add_argument("path")
-    train.add_argument("--layers", type=parse_layers, default=[12288, 20, 7, 5, 1])
-    train.add_argument("--batch-size", type=int, default=64, help="0 means full batch")
-    train.add_argument("--iterations", type=int, default=1)
-    train.add_argument("--learning-rate", type=float, default=0.0075)
-    train.add_argument("--record-every", type=int, default=1)
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--device", default=None)
-    train.add_argument("--dtype", default="float64", choices=DTYPES)
-    train.add_argument("--no-prefetch", action="store_true", help="read each batch when needed")
-    args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except DeepnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``python -m deepnet.streaming``: an alias of :func:`deepnet.measure.stream_main`
+    (``deepnet make-data`` and ``deepnet train --stream`` are the command's own)."""
+    from deepnet.measure import stream_main
 
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "make-synthetic":
-        info = make_synthetic(args.path, args.n, seed=args.seed, prefix=args.prefix)
-        print(json.dumps({"path": str(info.path), "m": info.m, "bytes": info.path.stat().st_size}))
-        return 0
-    source = open_course_file(args.path)
-    start = time.perf_counter()
-    _, costs = train_stream(
-        source, args.layers, learning_rate=args.learning_rate, num_iterations=args.iterations,
-        batch_size=args.batch_size or None, seed=args.seed, device=args.device,
-        dtype=args.dtype, record_every=args.record_every, prefetch=not args.no_prefetch,
-    )  # fmt: skip
-    backend.synchronize(args.device)
-    seconds = time.perf_counter() - start
-    report = {
-        "m": source.m,
-        "file_bytes": source.path.stat().st_size,
-        "costs": costs,
-        "seconds": seconds,
-        "examples_per_s": source.m * args.iterations / seconds,
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
-    print(json.dumps(report))
-    return 0
+    return stream_main(argv)
 
 
 if __name__ == "__main__":

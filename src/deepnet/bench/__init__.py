@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import cuda_available, synchronize, to_device
+from deepnet.bench.peers import TorchStep, course_step, torch_available, torch_cuda_available
 from deepnet.fastpath import GramSteps
 from deepnet.initialization import check_layer_dims, draw_parameters
 from deepnet.install import install_hint
-from deepnet.peers import TorchStep, course_step, torch_available, torch_cuda_available
 from deepnet.training import like, train_step
 
 LEARNING_RATE = 0.0075

@@ -1,0 +1,188 @@
+"""The ``deepnet`` command's argument parser: one subparser per command."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepnet import __version__, backend
+from deepnet.cli.info import info_command, make_data_command
+from deepnet.cli.runs import DEFAULT_OUT
+from deepnet.cli.train import train_command
+from deepnet.cli.use import evaluate_command, mislabeled_command, predict_command
+from deepnet.initialization import INITS
+from deepnet.install import install_hint
+from deepnet.settings import MODELS
+from deepnet.spec import HIDDEN_ACTIVATIONS
+from deepnet.training import DTYPES
+
+
+class Given(argparse.Action):
+    """Store an option's value and note that the command line gave it (``--resume`` checks)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``deepnet`` command."""
+    parser = argparse.ArgumentParser(
+        prog="deepnet",
+        description="Train and use the deep learning course's cat / non-cat network.",
+    )
+    parser.add_argument("--version", action="version", version=f"deepnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def device_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--device",
+            choices=backend.DEVICES,
+            help="cpu (NumPy) or cuda (CuPy); default: $DEEPNET_DEVICE, else cpu",
+        )
+
+    def data_options(p: argparse.ArgumentParser, default: str) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument(
+            "--data",
+            metavar="DIR",
+            help="folder holding train_catvnoncat.h5 and test_catvnoncat.h5 " + default,
+        )
+        group.add_argument(
+            "--synthetic", action="store_true", help="use deepnet's synthetic cat/non-cat set"
+        )
+
+    train = commands.add_parser("train", help="train a model, save it and its cost curve")
+    train.add_argument("--model", choices=list(MODELS), default="L-layer", action=Given)
+    train.add_argument(
+        "--layers",
+        metavar="SIZES",
+        action=Given,
+        help="layer sizes, comma-separated (default: 12288,20,7,5,1 or 12288,7,1 for two-layer)",
+    )
+    train.add_argument("--learning-rate", "--lr", type=float, default=0.0075, action=Given)
+    train.add_argument(
+        "--iterations", "-n", type=int, default=2500, action=Given, help="default: 2500"
+    )
+    train.add_argument("--dtype", choices=DTYPES, default="float64", action=Given)
+    train.add_argument(
+        "--activation",
+        choices=HIDDEN_ACTIVATIONS,
+        default="relu",
+        action=Given,
+        help="the hidden layers' activation (default: relu)",
+    )
+    device_option(train)
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        action=Given,
+        help="mini-batch size, seeded shuffling (default: full batch)",
+    )
+    train.add_argument("--seed", type=int, default=1, action=Given)
+    train.add_argument(
+        "--init",
+        choices=list(INITS),
+        action=Given,
+        help="default: lecun for L-layer, small for two-layer",
+    )
+    data_options(train, "(default: $DEEPNET_DATA, else the synthetic set)")
+    train.add_argument(
+        "--stream",
+        metavar="FILE",
+        help="train from a course-layout HDF5 file read batch by batch (it need not fit in "
+        "memory; make one with deepnet make-data)",
+    )
+    train.add_argument(
+        "--out",
+        "-o",
+        default=str(DEFAULT_OUT),
+        action=Given,
+        help=f"model file (default: {DEFAULT_OUT})",
+    )
+    train.add_argument(
+        "--plot", action=Given, help="cost-curve PNG (default: beside the model, *-costs.png)"
+    )
+    train.add_argument(
+        "--print-every",
+        type=int,
+        default=100,
+        action=Given,
+        help="print the cost every N iterations (0: never)",
+    )
+    train.add_argument(
+        "--record-every",
+        type=int,
+        default=100,
+        action=Given,
+        help="record the cost every N iterations",
+    )
+    train.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="where the run is saved while it trains, and on Ctrl-C or SIGTERM (default: "
+        "beside the model, *.ckpt.npz); removed once the model is saved",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="save the checkpoint every N iterations (default: 100)",
+    )
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run, with its settings and data, to the result it would "
+        "have had (default: the checkpoint --checkpoint or --out points to)",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel full batch over MPI ranks: mpiexec -n N deepnet train --distributed "
+        f"(needs {install_hint('mpi')}); the costs are the single-process ones",
+    )
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
+    train.set_defaults(handler=train_command)
+
+    make = commands.add_parser("make-data", help="write a large synthetic file for --stream")
+    make.add_argument("path", metavar="PATH")
+    make.add_argument("--n", type=int, default=200_000, help="number of images (200000)")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--prefix", default="train", help="dataset names PREFIX_set_x/y")
+    make.set_defaults(handler=make_data_command)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy and confusion counts of a model")
+    evaluate.add_argument("model", metavar="MODEL", help="a model file written by deepnet train")
+    data_options(evaluate, "(default: the data the model was trained on)")
+    device_option(evaluate)
+    evaluate.set_defaults(handler=evaluate_command)
+
+    predict = commands.add_parser("predict", help="classify your own pictures")
+    predict.add_argument("model", metavar="MODEL")
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="any picture Pillow reads")
+    device_option(predict)
+    predict.set_defaults(handler=predict_command)
+
+    mislabeled = commands.add_parser("mislabeled", help="a PNG of the test pictures it gets wrong")
+    mislabeled.add_argument("model", metavar="MODEL")
+    mislabeled.add_argument("--out", "-o", help="PNG path (default: beside the model)")
+    mislabeled.add_argument("--columns", type=int, default=5, help="pictures per row")
+    data_options(mislabeled, "(default: the data the model was trained on)")
+    device_option(mislabeled)
+    mislabeled.set_defaults(handler=mislabeled_command)
+
+    info = commands.add_parser("info", help="versions, device and GPU")
+    device_option(info)
+    info.set_defaults(handler=info_command)
+
+    commands.add_parser(
+        "bench", help="benchmarks (see deepnet bench --help)", add_help=False
+    ).add_argument("rest", nargs=argparse.REMAINDER)
+    return parser

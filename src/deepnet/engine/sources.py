@@ -1,0 +1,174 @@
+"""Step sources for :func:`deepnet.engine.fit.run_loop`: where each iteration's step comes from.
+
+- :class:`MemorySteps`: device-resident X, Y; full batch or seeded mini-batches. Each step
+  (:meth:`ParameterSteps.step`) is the fused generic step (:func:`deepnet.step.optimizer_step`),
+  or the fused CUDA step where :func:`cuda_supports` says it computes the same thing.
+- :class:`deepnet.fastpath.GramSteps`: full batch, W1 @ X tracked through X.T @ X.
+- :class:`deepnet.streaming.StreamSteps` and :class:`deepnet.distributed.AllreduceSteps`:
+  a file read as needed, and MPI shards.
+
+:func:`memory_source` picks between the first two; a fast path runs only where its
+``supports(network, optimizer)`` is true, so it is never silently wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from deepnet import cuda_step, fastpath
+from deepnet.backend import array_namespace
+from deepnet.errors import InputError
+from deepnet.optim import Optimizer, State, is_plain_gd
+from deepnet.step import optimizer_step
+
+Array = Any
+
+
+def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[np.ndarray] | None:
+    """Column indices of each mini-batch of one epoch (None for full batch).
+
+    The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
+    """
+    if batch_size is None or batch_size >= m:
+        return None
+    order = np.random.RandomState([seed, epoch]).permutation(m)
+    return [order[i : i + batch_size] for i in range(0, m, batch_size)]
+
+
+def take_columns(xp: Any, X: Array, cols: Array) -> Array:
+    """``X[:, cols]``, gathered along whichever axis is contiguous in memory.
+
+    Picture data arrive example-major (each column contiguous, as ``images.reshape(m, -1).T``
+    gives). Gathering such columns directly walks memory with a 12288-row stride, 200x slower
+    than gathering the rows of the transpose; for C-ordered X it is the other way round.
+    """
+    flags = getattr(X, "flags", None)  # NumPy and CuPy expose the layout; others may not
+    if flags is not None and flags.f_contiguous and not flags.c_contiguous:
+        return xp.take(X.T, cols, axis=0).T
+    return xp.take(X, cols, axis=1)
+
+
+def cuda_supports(hidden: str, optimizer: Optimizer) -> bool:
+    """True when the fused CUDA step computes this step: ReLU hidden layers, sigmoid output,
+    plain gradient descent (what :mod:`deepnet.cuda_step` implements)."""
+    return hidden == "relu" and is_plain_gd(optimizer)
+
+
+def split_resume(resume: dict[str, Any]) -> State:
+    """The optimizer's part (``opt.*``) of a TrainState's resume record."""
+    return {k[4:]: v for k, v in resume.items() if k.startswith("opt.")}
+
+
+class ParameterSteps:
+    """The common part of the step sources whose parameters are a dict that each step
+    replaces (never changes): the optimizer, its state, marks and the resume record."""
+
+    def __init__(
+        self,
+        parameters: dict[str, Array],
+        optimizer: Optimizer,
+        hidden: str = "relu",
+        resume: dict | None = None,
+    ) -> None:
+        self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
+        self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
+
+    def step(self, X: Array, Y: Array, iteration: int, fixed_input: bool = False) -> Array:
+        """One step on (X, Y), returning its cost: the fused CUDA step where
+        :func:`cuda_supports` says it computes this step, else the generic one
+        (``fixed_input``: X is the same at every step, as at full batch)."""
+        if cuda_supports(self.hidden, self.optimizer) and cuda_step.accepts(self.params, X, Y):
+            lr = self.optimizer.learning_rate  # type: ignore[attr-defined]
+            self.params, cost = cuda_step.cuda_train_step(self.params, X, Y, lr)
+            return cost
+        self.params, cost, self.state = optimizer_step(
+            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden, fixed_input
+        )
+        return cost
+
+    def mark(self) -> dict[str, Array]:
+        """The parameters dict itself: steps build new dicts, never change one."""
+        return self.params
+
+    def parameters(self, mark: dict[str, Array] | None = None) -> dict[str, Array]:
+        """The parameters now, or at ``mark``."""
+        return self.params if mark is None else mark
+
+    def resume_state(self) -> dict[str, Any]:
+        """The optimizer's state, as ``opt.*``."""
+        return {f"opt.{k}": v for k, v in self.state.items()}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemorySteps(ParameterSteps):
+    """Iterations of :func:`one_step` on device-resident data, full batch or mini-batches."""
+
+    def __init__(
+        self,
+        parameters: dict[str, Array],
+        X: Array,
+        Y: Array,
+        optimizer: Optimizer,
+        *,
+        hidden: str = "relu",
+        batch_size: int | None = None,
+        seed: int = 1,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(parameters, optimizer, hidden, resume)
+        self.X, self.Y, self.batch_size, self.seed = X, Y, batch_size, seed
+
+    def run(self, iteration: int) -> Array:
+        """One pass over the data; the cost is the batches' costs weighted by their size."""
+        X, Y, m = self.X, self.Y, self.X.shape[1]
+        batches = batch_order(m, self.batch_size, self.seed, iteration)
+        if batches is None:
+            return self.step(X, Y, iteration, fixed_input=True)
+        xp = array_namespace(X, Y)
+        cost = 0.0
+        for idx in batches:
+            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+            Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
+            cost = cost + self.step(Xb, Yb, iteration) * (len(idx) / m)
+        return cost
+
+
+def memory_source(
+    parameters: dict[str, Array],
+    X: Array,
+    Y: Array,
+    optimizer: Optimizer,
+    *,
+    gram: bool | None = None,
+    iterations_left: int = 0,
+    resume: dict[str, Any] | None = None,
+    **step_options: Any,
+) -> MemorySteps | fastpath.GramSteps:
+    """The source for in-memory data: the Gram path where it is valid, supported and pays
+    (``gram``: None automatic, True wherever valid, False never), else :class:`MemorySteps`.
+
+    A resumed Gram run (``gram.*`` arrays in ``resume``) continues on the Gram path,
+    exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed) are
+    :class:`MemorySteps`'.
+    """
+    resume = resume or {}
+    hidden, batch_size = step_options.get("hidden", "relu"), step_options.get("batch_size")
+    n1 = parameters["W1"].shape[0]
+    supported = fastpath.supports(None, optimizer)
+    if gram and not supported:
+        raise InputError(
+            f"gram=True: the Gram path cannot run {optimizer!r} (its W1 update is not of the "
+            "form H @ X.T); use gram=None or gram=False"
+        )
+    if any(k.startswith("gram.") for k in resume) and gram is not False and supported:
+        wanted = fastpath.gram_applies(X, batch_size)
+    else:
+        wanted = iterations_left > 0 and fastpath.use_gram(gram, X, batch_size, n1, iterations_left)
+    if wanted and supported:
+        return fastpath.GramSteps(parameters, X, Y, optimizer, hidden=hidden, resume=resume)
+    resume = {k: v for k, v in resume.items() if not k.startswith("gram.")}
+    return MemorySteps(parameters, X, Y, optimizer, resume=resume, **step_options)
