@@ -1,7 +1,11 @@
-"""Fuzzing the two file loaders: whatever the bytes, a clear deepnet error or a sane result.
+"""Fuzzing the file loaders: whatever the bytes, a clear deepnet error or a sane result.
 
-:func:`deepnet.data.load_dataset` (HDF5) and :func:`deepnet.model_io.load_model` (ZIP/npz)
-are fed mutated, truncated, forged and foreign files. Every file is opened in a child
+:func:`deepnet.data.load_dataset` (HDF5), the streaming reader
+(:func:`deepnet.hdf5_rows.open_course_file` + :class:`~deepnet.hdf5_rows.RowReader`, what
+``deepnet train --stream`` reads with) and :func:`deepnet.model_io.load_model` (ZIP/npz)
+are fed mutated, truncated, forged and foreign files. Every HDF5 file goes to both HDF5
+readers, and the streaming reader must refuse what deepnet.data refuses, with the same
+message (:func:`check_stream_agrees`). Every file is opened in a child
 process (``tests/fuzz_worker.py``) with a capped address space, so a segfault in a C library
 shows up as a failed test instead of killing pytest, a hang as a timeout, and an allocation
 driven by a forged size as a MemoryError. The only acceptable outcomes are a loaded file
@@ -154,6 +158,42 @@ def check_answer(answer: dict, error: str, path: Path) -> None:
             assert answer["shapes"][f"b{layer}"] == [dims[layer], 1]
 
 
+# What deepnet.data refuses and the streaming reader may accept: limits of reading a whole
+# folder into memory, and the two files of a folder disagreeing (streaming reads one file).
+DATA_ONLY = ("more than deepnet loads into memory", "missing dataset 'list_classes'")
+# What the streaming reader refuses and deepnet.data may accept (or refuse later, from the
+# values): its stricter rules on the layout, checked from declarations.
+STREAM_ONLY = ("must be uint8 images", "streaming reads one label per row", "streaming takes")
+
+
+def check_stream_agrees(worker: Worker, path: Path, data: dict) -> dict:
+    """The streaming reader on the train file ``path``, given deepnet.data's answer ``data``
+    for its folder: it refuses every file deepnet.data refuses, with the same message (bar
+    its own stricter rules), and reads what both accept as deepnet.data does."""
+    stream = worker.load("stream", path)
+    assert stream["outcome"] in ("loaded", "raised"), stream
+    if stream["outcome"] == "raised":
+        assert stream["deepnet"] and stream["type"] == "DataError", stream
+        assert stream["message_length"] <= MAX_MESSAGE, stream["message"]
+        assert stream["message"].startswith(str(path)), stream
+        assert "\n" not in stream["message"].strip(), stream["message"]
+    stricter = stream["outcome"] == "raised" and any(s in stream["message"] for s in STREAM_ONLY)
+    if data["outcome"] == "raised":
+        folder_level = not data["message"].startswith(str(path))
+        if folder_level or any(s in data["message"] for s in DATA_ONLY):
+            return stream
+        assert stream["outcome"] == "raised", (data, stream)
+        assert stricter or stream["message"] == data["message"], (data, stream)
+    elif stream["outcome"] == "loaded":
+        m = data["train_x"][1]
+        assert (stream["m"], stream["n_x"]) == (m, N_FEATURES), (data, stream)
+        assert stream["labels"] == data["labels"] and stream["classes"] == data["classes"]
+        assert stream["x_range"] == data["x_range"], (data, stream)
+    else:
+        assert stricter, (data, stream)
+    return stream
+
+
 # ---------------------------------------------------------------------------------------------
 # Byte-level mutations
 
@@ -246,7 +286,9 @@ def h5_chunked(tmp_path_factory) -> Base:
 def load_h5_bytes(worker: Worker, folder: Path, content: bytes) -> None:
     path = folder / FILES["train"]
     path.write_bytes(content)
-    check_answer(worker.load("data", folder), "DataError", path)
+    answer = worker.load("data", folder)
+    check_answer(answer, "DataError", path)
+    check_stream_agrees(worker, path, answer)
 
 
 @fuzz_settings(400)
@@ -327,7 +369,7 @@ DTYPE_NAMES = ["u1", "i1", "u2", "i4", "i8", "u8", "f2", "f4", "f8", "c8", "?", 
 SIZES = [0, 1, 2, 3, 64, 20_000, 20_001, 10**7, 2**40]
 
 
-def SHAPES(m: int) -> list:  # noqa: N802  (a table, like the others)
+def SHAPES(m: int) -> list:  # (upper case: a table, like the others)
     """Wrong shapes for a dataset meant to hold m of something."""
     return [(), None, (2, 2), (m, 12288), (m, 64, 64, 3, 1)]
 
@@ -454,7 +496,9 @@ def _write_dataset(f: h5py.File, key: str, entry: dict) -> None:
 def test_forged_hdf5_layouts(worker, h5_folder, layout):
     path = h5_folder / FILES["train"]
     if write_layout(path, layout):
-        check_answer(worker.load("data", h5_folder), "DataError", path)
+        answer = worker.load("data", h5_folder)
+        check_answer(answer, "DataError", path)
+        check_stream_agrees(worker, path, answer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,6 +730,7 @@ def test_found_hdf5_cases(worker, h5_folder, case):
     answer = worker.load("data", h5_folder)
     check_answer(answer, "DataError", path)
     assert answer["outcome"] == "raised" and expected in answer["message"], answer
+    assert check_stream_agrees(worker, path, answer)["message"] == answer["message"]
 
 
 def test_pickle_in_hdf5_is_never_unpickled(worker, h5_folder, tmp_path):
@@ -693,7 +738,9 @@ def test_pickle_in_hdf5_is_never_unpickled(worker, h5_folder, tmp_path):
     path = h5_folder / FILES["train"]
     with h5py.File(path, "w") as f:
         _pickle_in_hdf5(f, marker)
-    check_answer(worker.load("data", h5_folder), "DataError", path)
+    answer = worker.load("data", h5_folder)
+    check_answer(answer, "DataError", path)
+    check_stream_agrees(worker, path, answer)
     assert not marker.exists()
 
 
