@@ -25,6 +25,7 @@ import select
 import subprocess
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -706,7 +707,60 @@ class Plant:
         return (open, (str(self.marker), "w"))
 
 
+def _sparse(n: int, *, chunked: bool = True, written: int = 0, fill: int = 0):
+    """``n`` pictures declared in a file of a few kB, ``written`` of them stored: the rest
+    would stream fill values for ever (10**7 pictures: 123 GB declared)."""
+
+    def build(f: h5py.File) -> None:
+        chunks = {"chunks": (1, 64, 64, 3)} if chunked else {}
+        x = f.create_dataset("train_set_x", shape=(n, 64, 64, 3), dtype="u1", fillvalue=fill,
+                             **chunks)  # fmt: skip
+        if written:
+            x[:written] = 7
+        y = f.create_dataset("train_set_y", shape=(n,), dtype="u1", chunks=True)
+        y[:written] = 1
+
+    return build
+
+
+_BOMB_ROWS = 100_000  # 1.2 GB of pixels
+
+
+def _gzip_chunk_bomb(f: h5py.File) -> None:
+    """One chunk of 1.2 GB of black pictures, deflated to about 1.2 MB: a 2 MB file."""
+    x = f.create_dataset("train_set_x", shape=(_BOMB_ROWS, 64, 64, 3), dtype="u1",
+                         chunks=(_BOMB_ROWS, 64, 64, 3), compression="gzip")  # fmt: skip
+    x.id.write_direct_chunk((0, 0, 0, 0), _deflated_zeros(_BOMB_ROWS * 64 * 64 * 3))
+    f.create_dataset("train_set_y", data=np.zeros(_BOMB_ROWS, np.uint8))
+
+
+def _deflated_zeros(size: int) -> bytes:
+    """``size`` zero bytes in zlib's format (HDF5's gzip filter), made a mebibyte at a time."""
+    packer, block, parts = zlib.compressobj(9), bytes(1 << 20), []
+    for start in range(0, size, len(block)):
+        parts.append(packer.compress(block[: min(len(block), size - start)]))
+    return b"".join(parts) + packer.flush()
+
+
+def _fifo_storage(f: h5py.File) -> None:
+    """Raw data 'stored' in a named pipe with no writer: reading it would block for ever."""
+    pipe = Path(f.filename).with_name("pipe")
+    if not pipe.exists():
+        os.mkfifo(pipe)
+    _course_like(f, skip="x")
+    f.create_dataset("train_set_x", shape=(1, 64, 64, 3), dtype="u1",
+                     external=[(str(pipe), 0, h5py.h5f.UNLIMITED)])  # fmt: skip
+
+
 H5_CASES = {
+    "sparse 10**6 pictures": (_sparse(10**6), "holds only 0 bytes"),
+    "sparse 10**7 pictures, contiguous, fill 255": (
+        _sparse(10**7, chunked=False, fill=255),
+        "holds only 0 bytes",
+    ),
+    "10**6 pictures, 100 written": (_sparse(10**6, written=100), "holds only 1228800 bytes"),
+    "one 1.2 GB gzip chunk in a 2 MB file": (_gzip_chunk_bomb, "decompression bomb"),
+    "a FIFO as external storage": (_fifo_storage, "keeps its data in other files"),
     "sparse 20 000 pictures": (_sparse_pictures, "holds only 0 bytes"),
     "gzip bomb": (_gzip_bomb, "decompression bomb"),
     "chunk larger than the data": (_big_chunk, "larger than its"),
@@ -731,6 +785,37 @@ def test_found_hdf5_cases(worker, h5_folder, case):
     check_answer(answer, "DataError", path)
     assert answer["outcome"] == "raised" and expected in answer["message"], answer
     assert check_stream_agrees(worker, path, answer)["message"] == answer["message"]
+
+
+def _special_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """A train 'file' that is not a regular file, and the cause each must be refused for."""
+    pipe, sub = folder / "a-fifo", folder / "a-folder"
+    if not pipe.exists():
+        os.mkfifo(pipe)
+    sub.mkdir(exist_ok=True)
+    return {
+        "fifo": (pipe, "is a named pipe (FIFO), not a regular file"),
+        "folder": (sub, "is a folder, not a regular file"),
+        "device": (Path("/dev/zero"), "is a character device, not a regular file"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_special_files_are_refused_by_name_without_blocking(worker, tmp_path, kind):
+    """A FIFO read would block for ever: both readers refuse it (and folders, devices) by
+    what it is, never "not found". The worker's timeout turns a hang into a failure."""
+    target, cause = _special_files(tmp_path)[kind]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_split(folder / FILES["test"], "test", 1)
+    path = folder / FILES["train"]
+    path.symlink_to(target)  # the data folder's train file is the special file
+    data = worker.load("data", folder)
+    check_answer(data, "DataError", path)
+    assert data["outcome"] == "raised" and cause in data["message"], data
+    assert check_stream_agrees(worker, path, data)["message"] == data["message"]
+    stream = worker.load("stream", target, timeout=10.0)
+    assert stream["outcome"] == "raised" and stream["message"].startswith(f"{target}: {cause}")
 
 
 def test_pickle_in_hdf5_is_never_unpickled(worker, h5_folder, tmp_path):

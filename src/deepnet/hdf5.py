@@ -75,7 +75,7 @@ def check_regular_file(path: str | os.PathLike, hint: str = "check the path") ->
     kind = _special_kind(info.st_mode) or ("" if stat.S_ISREG(info.st_mode) else "not a file")
     if kind:
         raise DataError(
-            f"{path}: is {kind}, not a regular file; deepnet reads data only from files"
+            f"{path}: is {kind}, not a regular file; deepnet reads data only from regular files"
         )
     return path
 
