@@ -201,7 +201,7 @@ class RowReader:
             self._y = _Rows(checked.y, self._fd, path)
         except BaseException as exc:
             self.close()
-            if isinstance(exc, _H5_ERRORS):
+            if isinstance(exc, _H5_ERRORS) and not isinstance(exc, DataError):
                 raise _unreadable(path, exc) from None
             raise
         self._sorted = np.empty((max_batch, source.n_x), np.uint8)  # reused: rows in file order
@@ -218,6 +218,8 @@ class RowReader:
         try:
             self._x.read_sorted(rows, sorted_x)
             self._y.read_sorted(rows, sorted_y)
+        except DataError:
+            raise
         except _H5_ERRORS as exc:
             raise _unreadable(self.source.path, exc) from None
         inv = np.empty_like(order)  # example idx[j] is sorted row inv[j]
