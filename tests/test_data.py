@@ -24,7 +24,7 @@ from deepnet.data import (
 )
 from deepnet.errors import DataError, InputError
 from deepnet.hdf5 import read_split
-from deepnet.hdf5_rows import RowReader, open_course_file
+from deepnet.hdf5_rows import RowReader, open_course_file, read_range
 from deepnet.kernels import accuracy, predict
 from deepnet.training import L_layer_model, two_layer_model
 
@@ -362,3 +362,13 @@ def test_the_row_reader_checks_the_file_again_when_it_opens_it(tmp_path: Path):
         f["train_set_y"] = np.zeros(4, np.int64)
     with pytest.raises(DataError, match="keeps its data in other files"):
         RowReader(source, max_batch=4)
+
+
+def test_read_range_gives_a_shard_as_in_memory_loading(folder: Path):
+    path = folder / FILES["train"]
+    rows, labels = read_range(open_course_file(path), 1, 3)
+    split = read_split(path, "train")
+    np.testing.assert_array_equal(rows.T / 255.0, split.images[1:3].reshape(2, -1).T / 255.0)
+    np.testing.assert_array_equal(labels, split.labels[1:3])
+    with pytest.raises(InputError, match="not within 0..4"):
+        read_range(open_course_file(path), 2, 5)

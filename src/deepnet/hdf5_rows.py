@@ -120,6 +120,20 @@ def open_course_file(
     return CourseFile(path, x_key, y_key, checked.m, n_x, checked.classes, checked.synthetic, shape)
 
 
+def read_range(source: CourseFile, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Examples [start, stop) of ``source``: uint8 rows (b, n_x) and labels (b,), checked.
+
+    What one MPI rank loads as its shard (``rows.T / 255.0`` is its X, bit for bit the
+    in-memory loading's); the file is checked again as it is opened.
+    """
+    if not 0 <= start <= stop <= source.m:
+        raise InputError(f"rows {start}..{stop} are not within 0..{source.m}")
+    rows = np.empty((stop - start, source.n_x), np.uint8)
+    with RowReader(source, max(stop - start, 1)) as reader:
+        labels = reader.read(np.arange(start, stop), rows)
+    return rows, labels
+
+
 class _Rows:
     """Reads whole rows (entries along axis 0) of one dataset, in increasing row order.
 
