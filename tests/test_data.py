@@ -248,6 +248,7 @@ def test_float_pixels_in_0_1_are_not_divided_by_255_again(tmp_path: Path):
     np.testing.assert_allclose(data.train_x, reference, atol=1e-7)  # float32 rounding only
     assert data.train_x.max() > 0.5 and data.pixels == "[0, 1] / 0..255"
     assert "pixels stored as [0, 1]" in data.source
+    np.testing.assert_array_equal(data.train_images, raw)  # galleries see 0..255 pictures
 
 
 def test_float_pixels_in_0_255_are_divided_by_255(tmp_path: Path):

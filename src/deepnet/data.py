@@ -48,7 +48,8 @@ class Dataset:
     source: str  # a one-line description: which data, from where
     synthetic: bool
     folder: Path | None = None
-    # The pictures as stored, (m, 64, 64, 3): for galleries, never for training.
+    # The pictures (m, 64, 64, 3) as stored, in 0..255 (floats in [0, 1] are brought back to
+    # 0..255 uint8): for galleries, never for training.
     train_images: np.ndarray | None = field(default=None, repr=False)
     test_images: np.ndarray | None = field(default=None, repr=False)
     pixels: str = "0..255"  # the stored pixel convention (see pixel_scale)
@@ -163,8 +164,8 @@ def load_dataset(folder: str | os.PathLike | None = None) -> Dataset:
         source=f"{kind}: {train.m} train / {test.m} test pictures from {root}{note}",
         synthetic=train.synthetic,
         folder=root,
-        train_images=train.images,
-        test_images=test.images,
+        train_images=_viewable(train.images, train_pixels),
+        test_images=_viewable(test.images, test_pixels),
         pixels=pixels,
     )
 
@@ -176,6 +177,13 @@ def _features(split: Split) -> tuple[np.ndarray, str]:
         return preprocess(split.images), convention
     except InputError as exc:
         raise DataError(f"{split.path}: {split.x_key} {exc}") from None
+
+
+def _viewable(images: np.ndarray, convention: str) -> np.ndarray:
+    """The pictures in 0..255, as a gallery draws them."""
+    if convention == "0..255":
+        return images
+    return np.rint(images.astype(np.float64) * 255.0).astype(np.uint8)
 
 
 def real_data_found(folder: str | os.PathLike | None = None) -> bool:
