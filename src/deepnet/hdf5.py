@@ -9,7 +9,7 @@
   smaller), and its chunks may not be larger than its data. So a tiny file declaring millions
   of pictures, or a gzip bomb, is refused without reading or allocating anything.
 - Two ways to read: :func:`read_split` (a whole split, for :mod:`deepnet.data`) and
-  :class:`RowReader` (rows by index, for streaming; ``pread`` on contiguous uncompressed data).
+  :mod:`deepnet.hdf5_rows` (rows by index, for streaming; ``pread`` on contiguous data).
   Both run the same checks in the same order, so a file either refuses gets the same message.
 Found by fuzzing: tests/test_fuzz_files.py.
 """
@@ -53,7 +53,8 @@ def _special_kind(mode: int) -> str | None:
         stat.S_ISBLK: "a block device",
         stat.S_ISSOCK: "a socket",
     }
-    return next((name for test, name in kinds.items() if test(mode)), None)
+    kind = next((name for test, name in kinds.items() if test(mode)), None)
+    return kind or (None if stat.S_ISREG(mode) else "an unusual kind of file")
 
 
 def check_regular_file(path: str | os.PathLike, hint: str = "check the path") -> Path:
@@ -72,7 +73,7 @@ def check_regular_file(path: str | os.PathLike, hint: str = "check the path") ->
         ) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be looked up ({exc.strerror or exc})") from None
-    kind = _special_kind(info.st_mode) or ("" if stat.S_ISREG(info.st_mode) else "not a file")
+    kind = _special_kind(info.st_mode)
     if kind:
         raise DataError(
             f"{path}: is {kind}, not a regular file; deepnet reads data only from regular files"
