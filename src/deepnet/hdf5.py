@@ -270,8 +270,11 @@ def _check_layout(
     classes_required: bool,
 ) -> _Checked:
     """Every check made from declarations alone, in one order for every reader."""
+    list(f.keys())  # a file whose names cannot be listed is damaged, whatever is looked up
     x, y = _dataset(f, x_key, path), _dataset(f, y_key, path)
-    c = _dataset(f, CLASSES_KEY, path) if classes_required or CLASSES_KEY in f else None
+    # (``in`` would hide a damaged link as a missing one: ask for the link itself)
+    present = classes_required or f.get(CLASSES_KEY, getlink=True) is not None
+    c = _dataset(f, CLASSES_KEY, path) if present else None
     if image_shape is not None and (len(x.shape) != 4 or tuple(x.shape[1:]) != image_shape):
         raise DataError(
             f"{path}: {x_key} has shape {x.shape}; expected (m, 64, 64, 3), "
