@@ -392,3 +392,16 @@ def test_read_range_gives_a_shard_as_in_memory_loading(folder: Path):
     np.testing.assert_array_equal(labels, split.labels[1:3])
     with pytest.raises(InputError, match="not within 0..4"):
         read_range(open_course_file(path), 2, 5)
+
+
+def test_a_name_that_is_not_text_is_listed_not_crashed_on(tmp_path: Path):
+    """A damaged name comes back from h5py as bytes (found by the randomized fuzzer)."""
+
+    def odd_name(f: h5py.File) -> None:
+        f.create_dataset(b"\xff_cl", data=CLASSES)
+
+    path = write_split(tmp_path, "train", classes=MISSING, edit=odd_name)
+    write_split(tmp_path, "test", m=3)
+    with pytest.raises(DataError, match=r"missing dataset 'list_classes' \(found: b'\\xff_cl'"):
+        load_dataset(tmp_path)
+    assert open_course_file(path).classes == ("non-cat", "cat")  # streaming: default names

@@ -157,7 +157,7 @@ def _short(value: object) -> str:
 def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
     link = f.get(key, getlink=True)
     if link is None:
-        names = sorted(f.keys())
+        names = sorted(f.keys(), key=str)  # a damaged name comes back as bytes
         found = ", ".join(_short(n) for n in names[:8]) or "nothing"
         more = f" and {len(names) - 8} more" if len(names) > 8 else ""
         raise DataError(f"{path}: missing dataset {key!r} (found: {found}{more}); {_FIX}")

@@ -53,12 +53,12 @@ class CourseFile:
 
 
 def _find_key(f: h5py.File, suffix: str, path: Path) -> str:
-    found = sorted(k for k in f if k.endswith(suffix))
+    found = sorted(k for k in f if isinstance(k, str) and k.endswith(suffix))
     if len(found) != 1:
         raise DataError(
             f"{path}: expected exactly one dataset named '*{suffix}' (the course's layout: "
             f"train_set_x, train_set_y, list_classes), found {_short(found) if found else 'none'} "
-            f"among {_short(sorted(f))}; pass x_key= / y_key= to name them"
+            f"among {_short(sorted(f, key=str))}; pass x_key= / y_key= to name them"
         )
     return found[0]
 
