@@ -1,8 +1,10 @@
 """A child process that opens files for the fuzz tests: a crash or a hang cannot take pytest down.
 
-Protocol: one JSON request per line on stdin, ``{"kind": "data"|"model", "path": "..."}``, and
-one JSON answer per line on stdout: ``{"outcome": "loaded", ...}`` with a summary of what was
-loaded, or ``{"outcome": "raised", "type": ..., "deepnet": bool, "message": ...}``.
+Protocol: one JSON request per line on stdin, ``{"kind": K, "path": "..."}`` where K is "data"
+(load a folder with deepnet.data), "stream" (open one file with the streaming reader,
+deepnet.hdf5_rows, and read every row) or "model"; one JSON answer per line on stdout:
+``{"outcome": "loaded", ...}`` with a summary of what was loaded, or
+``{"outcome": "raised", "type": ..., "deepnet": bool, "message": ...}``.
 A segfault shows up in the parent as a dead process, a hang as a missing answer (the parent
 times out), and an allocation beyond the address-space limit set here as a MemoryError answer.
 """
@@ -26,7 +28,31 @@ def _address_space() -> int:
     return 0
 
 
+STREAM_BATCH = 256  # rows per read: a fuzzed file has a few, so one read sees all labels
+
+
+def load_stream(path: str) -> dict:
+    """Open ``path`` as ``deepnet train --stream`` does and read every row, last batch first."""
+    import numpy as np
+
+    from deepnet.constants import IMAGE_SHAPE
+    from deepnet.hdf5_rows import RowReader, open_course_file
+
+    source = open_course_file(path, "train_set_x", "train_set_y", image_shape=IMAGE_SHAPE)
+    low, high, labels = 255, 0, set()
+    with RowReader(source, min(STREAM_BATCH, source.m)) as reader:
+        for start in reversed(range(0, source.m, STREAM_BATCH)):
+            idx = np.arange(start, min(source.m, start + STREAM_BATCH))[::-1]
+            rows = np.empty((len(idx), source.n_x), np.uint8)
+            labels |= {float(v) for v in reader.read(idx, rows)}
+            low, high = min(low, int(rows.min())), max(high, int(rows.max()))
+    return {"m": source.m, "n_x": source.n_x, "x_range": [low / 255, high / 255],
+            "labels": sorted(labels), "classes": list(source.classes)}  # fmt: skip
+
+
 def _summary(kind: str, loaded) -> dict:
+    if kind == "stream":
+        return loaded
     if kind == "data":
         return {
             "train_x": list(loaded.train_x.shape),
@@ -41,7 +67,7 @@ def _summary(kind: str, loaded) -> dict:
 
 
 def _segfault() -> None:
-    import ctypes  # noqa: PLC0415
+    import ctypes
 
     ctypes.string_at(0)
 
@@ -51,7 +77,7 @@ def _allocate() -> None:
 
 
 def _hang() -> None:
-    import time  # noqa: PLC0415
+    import time
 
     time.sleep(3600)
 
@@ -62,9 +88,10 @@ SELF_TESTS = {"segfault": _segfault, "allocate": _allocate, "hang": _hang}
 
 def main() -> None:
     """Answer requests until stdin closes."""
-    from deepnet.data import load_dataset  # noqa: PLC0415  (imported before the limit is set)
-    from deepnet.errors import DeepnetError  # noqa: PLC0415
-    from deepnet.model_io import load_model  # noqa: PLC0415
+    from deepnet.data import load_dataset  # (imported before the limit is set)
+    from deepnet.errors import DeepnetError
+    from deepnet.hdf5_rows import RowReader  # noqa: F401  (imported before the limit)
+    from deepnet.model_io import load_model
 
     if sys.platform.startswith("linux") and os.environ.get("DEEPNET_FUZZ_NO_LIMIT") != "1":
         limit = _address_space() + HEADROOM
@@ -78,10 +105,10 @@ def main() -> None:
         try:
             if kind in SELF_TESTS:
                 SELF_TESTS[kind]()
-            load = load_dataset if kind == "data" else load_model
+            load = {"data": load_dataset, "stream": load_stream}.get(kind, load_model)
             loaded = load(request["path"])
             answer = {"outcome": "loaded", **_summary(kind, loaded)}
-        except BaseException as exc:  # noqa: BLE001  (reporting every kind is the point)
+        except BaseException as exc:  # (reporting every kind is the point)
             answer = {
                 "outcome": "raised",
                 "type": type(exc).__name__,

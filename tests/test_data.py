@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepnet.constants import IMAGE_SHAPE
 from deepnet.data import (
     FILES,
     N_FEATURES,
@@ -16,10 +21,13 @@ from deepnet.data import (
     load_cat_data,
     load_dataset,
     load_picture,
+    pixel_scale,
     preprocess,
     real_data_found,
 )
 from deepnet.errors import DataError, InputError
+from deepnet.hdf5 import read_split
+from deepnet.hdf5_rows import RowReader, open_course_file, read_range
 from deepnet.kernels import accuracy, predict
 from deepnet.training import L_layer_model, two_layer_model
 
@@ -79,9 +87,10 @@ def test_labels_may_be_stored_as_a_row(tmp_path: Path):
 
 
 def _write_absurd(f: h5py.File) -> None:
-    del f["train_set_x"]
+    del f["train_set_x"], f["train_set_y"]
     # 10 million pictures (123 GB) declared; h5py stores nothing until written.
     f.create_dataset("train_set_x", shape=(10_000_000, 64, 64, 3), dtype=np.uint8, chunks=True)
+    f.create_dataset("train_set_y", shape=(10_000_000,), dtype=np.int64, chunks=True)
 
 
 def _group_instead(f: h5py.File) -> None:
@@ -102,7 +111,7 @@ BROKEN = {
     "NaN pixels": (dict(x=np.full((4, 64, 64, 3), np.nan)), "non-finite values"),
     "pixels above 255": (dict(x=np.full((4, 64, 64, 3), 300, np.int32)), "expected 0..255"),
     "no examples": (dict(x=np.zeros((0, 64, 64, 3), np.uint8), y=np.zeros(0)), "no examples"),
-    "absurd size": (dict(edit=_write_absurd), "declares 10000000 pictures"),
+    "absurd size": (dict(edit=_write_absurd), "holds only 0 bytes"),
     "one class": (dict(classes=np.array([b"cat"])), "two class names"),
     "same class twice": (dict(classes=np.array([b"cat", b"cat"])), "two different names"),
     "numeric classes": (dict(classes=np.array([0, 1])), "two class names"),
@@ -129,11 +138,11 @@ def test_missing_file(tmp_path: Path):
 def test_not_hdf5_and_truncated_files_give_a_clear_error(folder: Path):
     train = folder / FILES["train"]
     (folder / FILES["test"]).write_text("not an HDF5 file\n")
-    with pytest.raises(DataError, match="cannot be read as the course's HDF5 file"):
+    with pytest.raises(DataError, match="test_catvnoncat.h5: not a readable HDF5 file"):
         load_dataset(folder)
     train.write_bytes(train.read_bytes()[:5000])  # cut mid-file, as an interrupted download
     write_split(folder, "test", m=3)
-    with pytest.raises(DataError, match=r"train_catvnoncat\.h5: cannot be read"):
+    with pytest.raises(DataError, match=r"train_catvnoncat\.h5: not a readable HDF5 file"):
         load_dataset(folder)
 
 
@@ -224,3 +233,175 @@ def test_float32_training_on_real_data_reaches_the_course_accuracy(
     assert parameters["W1"].dtype == np.float32
     assert abs(test_accuracy - expected) <= 1 / 50 + 1e-9  # within one of the 50 test pictures
     assert costs[-1] < 0.15
+
+
+# --------------------------------------------------------------------------- pixel conventions
+
+
+def _scaled_folder(tmp_path: Path, x: np.ndarray) -> Path:
+    write_split(tmp_path, "train", x=x)
+    write_split(tmp_path, "test", m=3)
+    return tmp_path
+
+
+def test_float_pixels_in_0_1_are_not_divided_by_255_again(tmp_path: Path):
+    raw = pictures(4, seed=len("train"))
+    data = load_dataset(_scaled_folder(tmp_path, raw.astype(np.float32) / 255))
+    reference = raw.reshape(4, -1).T / 255.0
+    np.testing.assert_allclose(data.train_x, reference, atol=1e-7)  # float32 rounding only
+    assert data.train_x.max() > 0.5 and data.pixels == "[0, 1] / 0..255"
+    assert "pixels stored as [0, 1]" in data.source
+    np.testing.assert_array_equal(data.train_images, raw)  # galleries see 0..255 pictures
+
+
+def test_float_pixels_in_0_255_are_divided_by_255(tmp_path: Path):
+    raw = pictures(4, seed=len("train"))
+    data = load_dataset(_scaled_folder(tmp_path, raw.astype(np.float64)))
+    np.testing.assert_array_equal(data.train_x, raw.reshape(4, -1).T / 255.0)
+    assert data.pixels == "0..255" and "pixels stored" not in data.source
+
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [
+        (np.full((4, 64, 64, 3), -0.5), "from -0.5 to -0.5; expected 0..255 (or floats in [0, 1])"),
+        (np.full((4, 64, 64, 3), 300.0), "expected 0..255"),
+        (np.full((4, 64, 64, 3), np.inf), "non-finite values"),
+    ],
+    ids=["negative", "above 255", "infinite"],
+)
+def test_float_pixels_outside_every_convention_are_refused(tmp_path: Path, x, expected):
+    with pytest.raises(DataError, match=r"train_catvnoncat\.h5: train_set_x holds") as info:
+        load_dataset(_scaled_folder(tmp_path, x))
+    assert expected in str(info.value)
+
+
+def test_pixel_scale_says_which_convention_it_used():
+    assert pixel_scale(np.zeros((1, 64, 64, 3), np.uint8)) == (255.0, "0..255")
+    assert pixel_scale(np.full((1, 2), 1.0)) == (1.0, "[0, 1]")
+    assert pixel_scale(np.full((1, 2), 1.5)) == (255.0, "0..255")
+    assert pixel_scale(np.full((1, 2), 255, np.int64)) == (255.0, "0..255")
+    with pytest.raises(InputError, match="from 0 to 256"):
+        pixel_scale(np.array([0, 256], np.int64))
+    images = np.random.RandomState(0).uniform(0, 1, (2, 64, 64, 3))
+    np.testing.assert_array_equal(preprocess(images), images.reshape(2, -1).T)
+
+
+# --------------------------------------------------------------------------- what the path is
+
+
+@contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Fail (instead of hanging) if the block takes longer than ``seconds``."""
+
+    def late(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: blocked?")
+
+    previous = signal.signal(signal.SIGALRM, late)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_folder_that_is_a_file_or_unreadable_says_so(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("DEEPNET_DATA", "/etc/passwd")
+    with pytest.raises(DataError, match="data folder /etc/passwd is a file, not a folder"):
+        load_cat_data()
+    denied = tmp_path / "locked"
+
+    def no_permission(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("deepnet.data.os.stat", no_permission)
+    with pytest.raises(DataError, match=f"data folder {denied}: permission denied"):
+        load_dataset(denied)
+
+
+def test_special_and_unreadable_data_files_name_the_real_cause(folder: Path, monkeypatch):
+    train = folder / FILES["train"]
+    train.unlink()
+    train.mkdir()
+    with pytest.raises(DataError, match=r"train_catvnoncat\.h5: is a folder, not a regular file"):
+        load_dataset(folder)
+    train.rmdir()
+    os.mkfifo(train)  # never opened: a read would block for ever
+    with within(10), pytest.raises(DataError, match=r"\.h5: is a named pipe \(FIFO\), not a"):
+        load_dataset(folder)
+    train.unlink()
+    write_split(folder, "train")
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path) == str(train):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("deepnet.hdf5.os.open", denied)  # (tests run as root, where chmod fails)
+    with pytest.raises(DataError, match=r"train_catvnoncat\.h5: permission denied \(cannot read"):
+        load_dataset(folder)
+
+
+# --------------------------------------------------------------------------- the row reader
+
+
+def test_the_row_reader_reads_what_the_split_reader_reads(folder: Path):
+    path = folder / FILES["train"]
+    split = read_split(path, "train")
+    source = open_course_file(path, image_shape=IMAGE_SHAPE)
+    assert (source.m, source.n_x, source.classes) == (4, N_FEATURES, ("non-cat", "cat"))
+    idx = np.array([3, 0, 2, 1])
+    rows = np.empty((4, N_FEATURES), np.uint8)
+    with RowReader(source, max_batch=4) as reader:
+        labels = reader.read(idx, rows)
+    np.testing.assert_array_equal(rows, split.images[idx].reshape(4, -1))
+    np.testing.assert_array_equal(labels, split.labels[idx])
+
+
+def test_the_row_reader_refuses_sparse_and_huge_declarations_before_reading(tmp_path: Path):
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train_set_x", shape=(10**7, 64, 64, 3), dtype="u1", chunks=True)
+        f.create_dataset("train_set_y", shape=(10**7,), dtype="u1", chunks=True)
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"huge\.h5: train_set_x declares .* holds only 0 bytes"):
+        open_course_file(path)
+
+
+def test_the_row_reader_checks_the_file_again_when_it_opens_it(tmp_path: Path):
+    path = tmp_path / "swap.h5"
+    write_split(tmp_path, "train", m=4)
+    (tmp_path / FILES["train"]).rename(path)
+    source = open_course_file(path)
+    with h5py.File(path, "w") as f:  # replaced, after the check, by a file with a virtual dataset
+        layout = h5py.VirtualLayout(shape=(4, 64, 64, 3), dtype="u1")
+        layout[:] = h5py.VirtualSource("/etc/passwd", "x", shape=(4, 64, 64, 3))
+        f.create_virtual_dataset("train_set_x", layout)
+        f["train_set_y"] = np.zeros(4, np.int64)
+    with pytest.raises(DataError, match="keeps its data in other files"):
+        RowReader(source, max_batch=4)
+
+
+def test_read_range_gives_a_shard_as_in_memory_loading(folder: Path):
+    path = folder / FILES["train"]
+    rows, labels = read_range(open_course_file(path), 1, 3)
+    split = read_split(path, "train")
+    np.testing.assert_array_equal(rows.T / 255.0, split.images[1:3].reshape(2, -1).T / 255.0)
+    np.testing.assert_array_equal(labels, split.labels[1:3])
+    with pytest.raises(InputError, match="not within 0..4"):
+        read_range(open_course_file(path), 2, 5)
+
+
+def test_a_name_that_is_not_text_is_listed_not_crashed_on(tmp_path: Path):
+    """A damaged name comes back from h5py as bytes (found by the randomized fuzzer)."""
+
+    def odd_name(f: h5py.File) -> None:
+        f.create_dataset(b"\xff_cl", data=CLASSES)
+
+    path = write_split(tmp_path, "train", classes=MISSING, edit=odd_name)
+    write_split(tmp_path, "test", m=3)
+    with pytest.raises(DataError, match=r"missing dataset 'list_classes' \(found: b'\\xff_cl'"):
+        load_dataset(tmp_path)
+    assert open_course_file(path).classes == ("non-cat", "cat")  # streaming: default names

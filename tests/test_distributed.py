@@ -24,8 +24,9 @@ from deepnet.distributed import (
 )
 from deepnet.errors import InputError
 from deepnet.gradients import add_gradients, apply_gradients, gradients
+from deepnet.hdf5_rows import open_course_file
 from deepnet.initialization import draw_parameters
-from deepnet.streaming import make_synthetic, open_course_file
+from deepnet.streaming import make_synthetic
 from deepnet.training import L_layer_model, TrainState, fit, like, train_step, two_layer_model
 
 ATOL = 1e-9  # the issue's bar for the distributed cost history (float64)
@@ -177,7 +178,7 @@ def test_two_ranks_reproduce_the_single_process_full_batch_history(tmp_path):
 ARRAYS_SCRIPT = """
 import json, sys
 from deepnet.distributed import is_root, load_shard, train_distributed
-from deepnet.streaming import open_course_file
+from deepnet.hdf5_rows import open_course_file
 source = open_course_file(sys.argv[1])
 X, Y = load_shard(source, 0, source.m)  # every rank loads the whole (small) set
 seen = []

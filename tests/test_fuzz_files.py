@@ -1,7 +1,11 @@
-"""Fuzzing the two file loaders: whatever the bytes, a clear deepnet error or a sane result.
+"""Fuzzing the file loaders: whatever the bytes, a clear deepnet error or a sane result.
 
-:func:`deepnet.data.load_dataset` (HDF5) and :func:`deepnet.model_io.load_model` (ZIP/npz)
-are fed mutated, truncated, forged and foreign files. Every file is opened in a child
+:func:`deepnet.data.load_dataset` (HDF5), the streaming reader
+(:func:`deepnet.hdf5_rows.open_course_file` + :class:`~deepnet.hdf5_rows.RowReader`, what
+``deepnet train --stream`` reads with) and :func:`deepnet.model_io.load_model` (ZIP/npz)
+are fed mutated, truncated, forged and foreign files. Every HDF5 file goes to both HDF5
+readers, and the streaming reader must refuse what deepnet.data refuses, with the same
+message (:func:`check_stream_agrees`). Every file is opened in a child
 process (``tests/fuzz_worker.py``) with a capped address space, so a segfault in a C library
 shows up as a failed test instead of killing pytest, a hang as a timeout, and an allocation
 driven by a forged size as a MemoryError. The only acceptable outcomes are a loaded file
@@ -21,6 +25,7 @@ import select
 import subprocess
 import sys
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,6 +159,42 @@ def check_answer(answer: dict, error: str, path: Path) -> None:
             assert answer["shapes"][f"b{layer}"] == [dims[layer], 1]
 
 
+# What deepnet.data refuses and the streaming reader may accept: limits of reading a whole
+# folder into memory, and the two files of a folder disagreeing (streaming reads one file).
+DATA_ONLY = ("more than deepnet loads into memory", "missing dataset 'list_classes'")
+# What the streaming reader refuses and deepnet.data may accept (or refuse later, from the
+# values): its stricter rules on the layout, checked from declarations.
+STREAM_ONLY = ("must be uint8 images", "streaming reads one label per row", "streaming takes")
+
+
+def check_stream_agrees(worker: Worker, path: Path, data: dict) -> dict:
+    """The streaming reader on the train file ``path``, given deepnet.data's answer ``data``
+    for its folder: it refuses every file deepnet.data refuses, with the same message (bar
+    its own stricter rules), and reads what both accept as deepnet.data does."""
+    stream = worker.load("stream", path)
+    assert stream["outcome"] in ("loaded", "raised"), stream
+    if stream["outcome"] == "raised":
+        assert stream["deepnet"] and stream["type"] == "DataError", stream
+        assert stream["message_length"] <= MAX_MESSAGE, stream["message"]
+        assert stream["message"].startswith(str(path)), stream
+        assert "\n" not in stream["message"].strip(), stream["message"]
+    stricter = stream["outcome"] == "raised" and any(s in stream["message"] for s in STREAM_ONLY)
+    if data["outcome"] == "raised":
+        folder_level = not data["message"].startswith(str(path))
+        if folder_level or any(s in data["message"] for s in DATA_ONLY):
+            return stream
+        assert stream["outcome"] == "raised", (data, stream)
+        assert stricter or stream["message"] == data["message"], (data, stream)
+    elif stream["outcome"] == "loaded":
+        m = data["train_x"][1]
+        assert (stream["m"], stream["n_x"]) == (m, N_FEATURES), (data, stream)
+        assert stream["labels"] == data["labels"] and stream["classes"] == data["classes"]
+        assert stream["x_range"] == data["x_range"], (data, stream)
+    else:
+        assert stricter, (data, stream)
+    return stream
+
+
 # ---------------------------------------------------------------------------------------------
 # Byte-level mutations
 
@@ -246,7 +287,9 @@ def h5_chunked(tmp_path_factory) -> Base:
 def load_h5_bytes(worker: Worker, folder: Path, content: bytes) -> None:
     path = folder / FILES["train"]
     path.write_bytes(content)
-    check_answer(worker.load("data", folder), "DataError", path)
+    answer = worker.load("data", folder)
+    check_answer(answer, "DataError", path)
+    check_stream_agrees(worker, path, answer)
 
 
 @fuzz_settings(400)
@@ -327,7 +370,7 @@ DTYPE_NAMES = ["u1", "i1", "u2", "i4", "i8", "u8", "f2", "f4", "f8", "c8", "?", 
 SIZES = [0, 1, 2, 3, 64, 20_000, 20_001, 10**7, 2**40]
 
 
-def SHAPES(m: int) -> list:  # noqa: N802  (a table, like the others)
+def SHAPES(m: int) -> list:  # (upper case: a table, like the others)
     """Wrong shapes for a dataset meant to hold m of something."""
     return [(), None, (2, 2), (m, 12288), (m, 64, 64, 3, 1)]
 
@@ -454,7 +497,9 @@ def _write_dataset(f: h5py.File, key: str, entry: dict) -> None:
 def test_forged_hdf5_layouts(worker, h5_folder, layout):
     path = h5_folder / FILES["train"]
     if write_layout(path, layout):
-        check_answer(worker.load("data", h5_folder), "DataError", path)
+        answer = worker.load("data", h5_folder)
+        check_answer(answer, "DataError", path)
+        check_stream_agrees(worker, path, answer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,7 +707,60 @@ class Plant:
         return (open, (str(self.marker), "w"))
 
 
+def _sparse(n: int, *, chunked: bool = True, written: int = 0, fill: int = 0):
+    """``n`` pictures declared in a file of a few kB, ``written`` of them stored: the rest
+    would stream fill values for ever (10**7 pictures: 123 GB declared)."""
+
+    def build(f: h5py.File) -> None:
+        chunks = {"chunks": (1, 64, 64, 3)} if chunked else {}
+        x = f.create_dataset("train_set_x", shape=(n, 64, 64, 3), dtype="u1", fillvalue=fill,
+                             **chunks)  # fmt: skip
+        if written:
+            x[:written] = 7
+        y = f.create_dataset("train_set_y", shape=(n,), dtype="u1", chunks=True)
+        y[:written] = 1
+
+    return build
+
+
+_BOMB_ROWS = 100_000  # 1.2 GB of pixels
+
+
+def _gzip_chunk_bomb(f: h5py.File) -> None:
+    """One chunk of 1.2 GB of black pictures, deflated to about 1.2 MB: a 2 MB file."""
+    x = f.create_dataset("train_set_x", shape=(_BOMB_ROWS, 64, 64, 3), dtype="u1",
+                         chunks=(_BOMB_ROWS, 64, 64, 3), compression="gzip")  # fmt: skip
+    x.id.write_direct_chunk((0, 0, 0, 0), _deflated_zeros(_BOMB_ROWS * 64 * 64 * 3))
+    f.create_dataset("train_set_y", data=np.zeros(_BOMB_ROWS, np.uint8))
+
+
+def _deflated_zeros(size: int) -> bytes:
+    """``size`` zero bytes in zlib's format (HDF5's gzip filter), made a mebibyte at a time."""
+    packer, block, parts = zlib.compressobj(9), bytes(1 << 20), []
+    for start in range(0, size, len(block)):
+        parts.append(packer.compress(block[: min(len(block), size - start)]))
+    return b"".join(parts) + packer.flush()
+
+
+def _fifo_storage(f: h5py.File) -> None:
+    """Raw data 'stored' in a named pipe with no writer: reading it would block for ever."""
+    pipe = Path(f.filename).with_name("pipe")
+    if not pipe.exists():
+        os.mkfifo(pipe)
+    _course_like(f, skip="x")
+    f.create_dataset("train_set_x", shape=(1, 64, 64, 3), dtype="u1",
+                     external=[(str(pipe), 0, h5py.h5f.UNLIMITED)])  # fmt: skip
+
+
 H5_CASES = {
+    "sparse 10**6 pictures": (_sparse(10**6), "holds only 0 bytes"),
+    "sparse 10**7 pictures, contiguous, fill 255": (
+        _sparse(10**7, chunked=False, fill=255),
+        "holds only 0 bytes",
+    ),
+    "10**6 pictures, 100 written": (_sparse(10**6, written=100), "holds only 1228800 bytes"),
+    "one 1.2 GB gzip chunk in a 2 MB file": (_gzip_chunk_bomb, "decompression bomb"),
+    "a FIFO as external storage": (_fifo_storage, "keeps its data in other files"),
     "sparse 20 000 pictures": (_sparse_pictures, "holds only 0 bytes"),
     "gzip bomb": (_gzip_bomb, "decompression bomb"),
     "chunk larger than the data": (_big_chunk, "larger than its"),
@@ -686,6 +784,38 @@ def test_found_hdf5_cases(worker, h5_folder, case):
     answer = worker.load("data", h5_folder)
     check_answer(answer, "DataError", path)
     assert answer["outcome"] == "raised" and expected in answer["message"], answer
+    assert check_stream_agrees(worker, path, answer)["message"] == answer["message"]
+
+
+def _special_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """A train 'file' that is not a regular file, and the cause each must be refused for."""
+    pipe, sub = folder / "a-fifo", folder / "a-folder"
+    if not pipe.exists():
+        os.mkfifo(pipe)
+    sub.mkdir(exist_ok=True)
+    return {
+        "fifo": (pipe, "is a named pipe (FIFO), not a regular file"),
+        "folder": (sub, "is a folder, not a regular file"),
+        "device": (Path("/dev/zero"), "is a character device, not a regular file"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_special_files_are_refused_by_name_without_blocking(worker, tmp_path, kind):
+    """A FIFO read would block for ever: both readers refuse it (and folders, devices) by
+    what it is, never "not found". The worker's timeout turns a hang into a failure."""
+    target, cause = _special_files(tmp_path)[kind]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_split(folder / FILES["test"], "test", 1)
+    path = folder / FILES["train"]
+    path.symlink_to(target)  # the data folder's train file is the special file
+    data = worker.load("data", folder)
+    check_answer(data, "DataError", path)
+    assert data["outcome"] == "raised" and cause in data["message"], data
+    assert check_stream_agrees(worker, path, data)["message"] == data["message"]
+    stream = worker.load("stream", target, timeout=10.0)
+    assert stream["outcome"] == "raised" and stream["message"].startswith(f"{target}: {cause}")
 
 
 def test_pickle_in_hdf5_is_never_unpickled(worker, h5_folder, tmp_path):
@@ -693,7 +823,9 @@ def test_pickle_in_hdf5_is_never_unpickled(worker, h5_folder, tmp_path):
     path = h5_folder / FILES["train"]
     with h5py.File(path, "w") as f:
         _pickle_in_hdf5(f, marker)
-    check_answer(worker.load("data", h5_folder), "DataError", path)
+    answer = worker.load("data", h5_folder)
+    check_answer(answer, "DataError", path)
+    check_stream_agrees(worker, path, answer)
     assert not marker.exists()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import to_numpy
+from deepnet.constants import CLASS_NAMES
 from deepnet.errors import ModelFileError
 from deepnet.model_io import Model, load_model, save_model
 
@@ -42,7 +43,7 @@ class Checkpoint:
     layer_dims: list[int]
     dtype: str
     model: str = "L-layer"
-    classes: tuple[str, str] = ("non-cat", "cat")
+    classes: tuple[str, str] = CLASS_NAMES
     # What the step source needs beyond the parameters (TrainState.resume): arrays (the
     # optimizer's state, the Gram path's W1_start, P, H_sum) and plain numbers, exactly.
     resume: dict[str, Any] = field(default_factory=dict)

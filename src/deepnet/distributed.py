@@ -41,11 +41,12 @@ from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_
 from deepnet.engine.sources import ParameterSteps
 from deepnet.errors import DataError, DeepnetError, InputError, ShapeError
 from deepnet.gradients import grad_keys, gradients
+from deepnet.hdf5 import open_hdf5 as _open_h5
+from deepnet.hdf5_rows import CourseFile, open_course_file
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.install import install_hint
 from deepnet.kernels import num_layers
 from deepnet.optim import Optimizer
-from deepnet.streaming import CourseFile, _open_h5, open_course_file
 from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any

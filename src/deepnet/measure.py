@@ -21,6 +21,7 @@ import numpy as np
 from deepnet import backend
 from deepnet.allreduce import REDUCE_METHODS, Allreduce, bind_gpu
 from deepnet.backend import array_namespace, to_numpy
+from deepnet.constants import DEFAULT_LAYERS
 from deepnet.distributed import (
     _flatten,
     _unflatten,
@@ -32,10 +33,11 @@ from deepnet.distributed import (
 )
 from deepnet.errors import DeepnetError, InputError
 from deepnet.gradients import apply_gradients, grad_keys, gradients
+from deepnet.hdf5_rows import open_course_file
 from deepnet.initialization import check_layer_dims, draw_parameters, place
 from deepnet.kernels import num_layers
 from deepnet.settings import parse_layers as _parse_layers
-from deepnet.streaming import make_synthetic, open_course_file, train_stream
+from deepnet.streaming import make_synthetic, train_stream
 from deepnet.training import DTYPES, prepare
 
 STREAM_DOC = "Train from a course-layout HDF5 file read as needed; print costs, speed, memory."
@@ -126,7 +128,7 @@ def benchmark(
     comm: Any,
     *,
     m: int = 2048,
-    layers_dims: Sequence[int] = (12288, 20, 7, 5, 1),
+    layers_dims: Sequence[int] = DEFAULT_LAYERS,
     iterations: int = 10,
     warmup: int = 2,
     device: str | None = None,

@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import to_numpy
-from deepnet.data import IMAGE_SHAPE, MAX_EXPANSION
+from deepnet.constants import CLASS_NAMES, DTYPES, IMAGE_SHAPE
 from deepnet.errors import DeepnetError, ModelFileError
 from deepnet.fileio import atomic_write
+from deepnet.hdf5 import MAX_EXPANSION
 from deepnet.initialization import check_layer_dims, place
 from deepnet.paths import safe_text
 from deepnet.spec import HIDDEN_ACTIVATIONS, Network, network_from_activations
@@ -46,7 +47,6 @@ FORMAT_VERSION = 1
 META_NAME = "deepnet.json"
 MAX_META_BYTES = 1 << 20  # the metadata is a few kilobytes; refuse anything absurd
 _NPY_HEADER_SLACK = 4096  # a .npy member is its data plus a small header
-DTYPES = ("float64", "float32")
 # Trained weights deflate to about their own size; a member that would expand more than
 # MAX_EXPANSION times (deepnet.data's rule for HDF5), plus this, is a decompression bomb.
 EXPANSION_SLACK = 1 << 20
@@ -70,7 +70,7 @@ class Model:
 
     parameters: dict[str, np.ndarray]
     layer_dims: list[int]
-    classes: tuple[str, str] = ("non-cat", "cat")
+    classes: tuple[str, str] = CLASS_NAMES
     dtype: str = "float64"
     model: str = "L-layer"  # or "two-layer"
     training: dict[str, Any] = field(default_factory=dict)

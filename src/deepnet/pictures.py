@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from deepnet.constants import IMAGE_SHAPE
 from deepnet.errors import InputError
 from deepnet.paths import safe_text
 
@@ -41,8 +42,6 @@ def load_picture(path: str | os.PathLike) -> np.ndarray:
     preprocessing. Raises :class:`InputError` naming the file and the cause.
     """
     from PIL import Image, ImageOps  # noqa: PLC0415  (only predict needs Pillow)
-
-    from deepnet.data import IMAGE_SHAPE  # noqa: PLC0415  (deepnet.data imports this module)
 
     shown = safe_text(os.fspath(path))
     handle = _open_regular(path, shown)

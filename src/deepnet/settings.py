@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from deepnet.checkpoint import Checkpoint
-from deepnet.data import N_FEATURES
+from deepnet.constants import DEFAULT_LAYERS, N_FEATURES, TWO_LAYER_LAYERS
 from deepnet.errors import InputError, ModelFileError
 from deepnet.initialization import INITS, check_layer_dims
 from deepnet.spec import activation
@@ -19,8 +19,8 @@ from deepnet.validation import check_learning_rate
 
 MODELS = {
     # name: (default layer dims, default initialisation), as in the course's application notebook
-    "L-layer": ([N_FEATURES, 20, 7, 5, 1], "lecun"),
-    "two-layer": ([N_FEATURES, 7, 1], "small"),
+    "L-layer": (list(DEFAULT_LAYERS), "lecun"),
+    "two-layer": (list(TWO_LAYER_LAYERS), "small"),
 }
 
 

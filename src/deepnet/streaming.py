@@ -28,13 +28,11 @@ costs, speed and peak memory as JSON.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -43,191 +41,22 @@ import h5py
 import numpy as np
 
 from deepnet.backend import array_namespace
+from deepnet.constants import CLASSES, DTYPES, IMAGE_SHAPE
 from deepnet.cuda.batches import CudaBatches as _CudaBatches
 from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order
-from deepnet.errors import DataError, InputError, ShapeError
+from deepnet.errors import InputError, ShapeError
 from deepnet.gradients import add_gradients, gradients
+from deepnet.hdf5_rows import CourseFile, open_course_file
+from deepnet.hdf5_rows import RowReader as _Reader
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.optim import Optimizer
-from deepnet.training import DTYPES, make_optimizer
+from deepnet.training import make_optimizer
 from deepnet.validation import check_count
 
 Array = Any
-IMAGE_SHAPE = (64, 64, 3)
-CLASSES = (b"non-cat", b"cat")
 DEFAULT_CHUNK = 256  # examples per chunk of a full-batch pass: 25 MB of float64 at 64x64x3
 _SYNTHETIC_BLOCK = 1024  # images generated and written at a time (12.6 MB)
-
-
-# --------------------------------------------------------------------------- the file
-
-
-@dataclass(frozen=True)
-class CourseFile:
-    """A data file in the course's layout: where the images and labels are, and their sizes."""
-
-    path: Path
-    x_key: str
-    y_key: str
-    m: int
-    n_x: int
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the images in the file (uint8), what in-memory loading would start from."""
-        return self.m * self.n_x
-
-
-def _find_key(f: h5py.File, suffix: str, path: Path) -> str:
-    found = sorted(k for k in f if k.endswith(suffix))
-    if len(found) != 1:
-        raise DataError(
-            f"{path}: expected exactly one dataset named '*{suffix}' (the course's layout: "
-            f"train_set_x, train_set_y, list_classes), found {found or 'none'} among "
-            f"{sorted(f)}; pass x_key= / y_key= to name them"
-        )
-    return found[0]
-
-
-def _open_h5(path: Path) -> h5py.File:
-    if not path.is_file():
-        raise DataError(f"data file {path} not found; check the path (or $DEEPNET_DATA)")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"{path} is not a readable HDF5 file ({exc})") from None
-
-
-def open_course_file(
-    path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None
-) -> CourseFile:
-    """Check that ``path`` holds uint8 images (m, ...) and m labels; describe it.
-
-    The keys default to the one dataset ending in ``_set_x`` and the one ending in ``_set_y``.
-    Raises :class:`DataError` saying what is missing or wrong.
-    """
-    path = Path(path)
-    with _open_h5(path) as f:
-        x_key = x_key or _find_key(f, "_set_x", path)
-        y_key = y_key or _find_key(f, "_set_y", path)
-        for key in (x_key, y_key):
-            if not isinstance(f.get(key), h5py.Dataset):
-                raise DataError(f"{path}: no dataset {key!r}; it holds {sorted(f)}")
-        x, y = f[x_key], f[y_key]
-        if x.dtype != np.uint8 or x.ndim < 2:
-            raise DataError(
-                f"{path}: {x_key} must be uint8 images of shape (m, ...), like the course's "
-                f"(m, 64, 64, 3); got {x.dtype} {x.shape}"
-            )
-        if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iub":
-            raise DataError(
-                f"{path}: {y_key} must hold one integer label per image, shape ({x.shape[0]},); "
-                f"got {y.dtype} {y.shape}"
-            )
-        if x.shape[0] == 0:
-            raise DataError(f"{path}: {x_key} holds no images")
-        return CourseFile(path, x_key, y_key, int(x.shape[0]), math.prod(x.shape[1:]))
-
-
-class _Rows:
-    """Reads whole rows (entries along axis 0) of one dataset, in increasing row order.
-
-    A contiguous dataset is read with ``os.preadv`` straight into the destination, one call
-    per run of consecutive rows, which is several times faster than h5py's point selections;
-    any other layout (chunked, compressed) goes through h5py's fancy indexing.
-    """
-
-    def __init__(self, dataset: h5py.Dataset, fd: int) -> None:
-        self.dataset = dataset
-        self.dtype = dataset.dtype
-        self.row_size = math.prod(dataset.shape[1:])
-        self.row_bytes = self.row_size * self.dtype.itemsize
-        self._fd = fd
-        self._offset = self._raw_offset(dataset)
-        if self._offset is not None:  # trust the address only if it reads back row 0
-            probe = np.empty((1, self.row_size), self.dtype)
-            self._pread(np.array([0]), probe)
-            if not np.array_equal(probe[0], np.asarray(dataset[0]).reshape(-1)):
-                self._offset = None
-
-    @staticmethod
-    def _raw_offset(dataset: h5py.Dataset) -> int | None:
-        plist = dataset.id.get_create_plist()
-        if not hasattr(os, "preadv"):  # Windows (and old macOS): h5py reads everything
-            return None
-        if plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_external_count():
-            return None
-        return dataset.id.get_offset()  # None while the storage is not allocated
-
-    def _pread(self, rows: np.ndarray, out: np.ndarray) -> None:
-        # Runs of consecutive rows: one system call each.
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        starts = np.concatenate(([0], breaks))
-        stops = np.concatenate((breaks, [len(rows)]))
-        flat = out.reshape(len(rows), -1).view(np.uint8)
-        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            run = flat[a:b].reshape(-1)
-            at, start = 0, self._offset + int(rows[a]) * self.row_bytes
-            while at < run.size:  # a read may return less than asked; 0 means end of file
-                got = os.preadv(self._fd, [run[at:]], start + at)
-                if got == 0:
-                    raise DataError(
-                        f"{self.dataset.file.filename}: {self.dataset.name} is truncated (it "
-                        f"ends inside row {int(rows[a]) + at // self.row_bytes}); regenerate "
-                        "or re-download the file"
-                    )
-                at += got
-
-    def read_sorted(self, rows: np.ndarray, out: np.ndarray) -> None:
-        """Fill ``out[k]`` with row ``rows[k]``; ``rows`` increasing and unique."""
-        if self._offset is not None:
-            self._pread(rows, out)
-        else:  # h5py wants increasing, unique indices: which is what we have
-            out[...] = self.dataset[rows].reshape(out.shape)
-
-
-class _Reader:
-    """Examples of a course file, in any order: image rows (b, n_x) uint8 and (b,) labels."""
-
-    def __init__(self, source: CourseFile, max_batch: int) -> None:
-        self.source = source
-        self._file = _open_h5(source.path)
-        self._fd = os.open(source.path, os.O_RDONLY)
-        try:
-            self._x = _Rows(self._file[source.x_key], self._fd)
-            self._y = _Rows(self._file[source.y_key], self._fd)
-        except BaseException:
-            self.close()
-            raise
-        self._sorted = np.empty((max_batch, source.n_x), np.uint8)  # reused: rows in file order
-
-    def read(self, idx: np.ndarray, rows_out: np.ndarray) -> np.ndarray:
-        """Write the images of ``idx`` into ``rows_out`` (b, n_x), in idx's order; return labels."""
-        order = np.argsort(idx, kind="stable")
-        rows = idx[order]
-        if len(rows) and (rows[0] < 0 or rows[-1] >= self.source.m):
-            raise InputError(f"example index out of range 0..{self.source.m - 1}")
-        b = len(idx)
-        sorted_x = self._sorted[:b]
-        self._x.read_sorted(rows, sorted_x)
-        sorted_y = np.empty(b, self._y.dtype)
-        self._y.read_sorted(rows, sorted_y)
-        inv = np.empty_like(order)  # example idx[j] is sorted row inv[j]
-        inv[order] = np.arange(b)
-        np.take(sorted_x, inv, axis=0, out=rows_out, mode="clip")  # whole 12 KB rows: cheap
-        y = sorted_y[inv]
-        if not np.isin(y, (0, 1)).all():
-            bad = np.unique(y[~np.isin(y, (0, 1))])[:5].tolist()
-            raise DataError(
-                f"{self.source.path}: labels in {self.source.y_key} must be 0 or 1, found {bad}"
-            )
-        return y
-
-    def close(self) -> None:
-        """Release the file handles."""
-        os.close(self._fd)
-        self._file.close()
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -25,21 +25,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from deepnet.data import (
-    CLASSES_KEY,
-    FILES,
-    IMAGE_SHAPE,
-    SYNTHETIC_ATTR,
-    Dataset,
-    load_dataset,
-)
+from deepnet.constants import CLASSES, CLASSES_KEY, FILES, IMAGE_SHAPE, SYNTHETIC_ATTR
 from deepnet.errors import DataError
 from deepnet.fileio import atomic_write
+from deepnet.hdf5 import read_split
 
 VERSION = 2  # bump whenever the pictures change: the cache folder is named after it
 SEED = 20_240_613
 SPLITS = {"train": (209, 72), "test": (50, 33)}  # (pictures, cats): the course's counts
-CLASSES = (b"non-cat", b"cat")
 
 _SIZE = IMAGE_SHAPE[0]
 _JITTER = (8, 6)  # how far (pixels) the subject's centre wanders from (32, 36)
@@ -109,7 +102,7 @@ def ensure_synthetic(folder: str | os.PathLike | None = None) -> Path:
     root = Path(folder) if folder is not None else cache_dir()
     if all((root / name).is_file() for name in FILES.values()):
         try:
-            if load_dataset(root).synthetic:
+            if all(read_split(root / name, split).synthetic for split, name in FILES.items()):
                 return root
         except DataError:
             pass  # damaged (say, an interrupted copy): write it again below
@@ -124,13 +117,14 @@ def ensure_synthetic(folder: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def load_synthetic(folder: str | os.PathLike | None = None) -> Dataset:
-    """The synthetic set as a :class:`~deepnet.data.Dataset` (``synthetic=True``)."""
-    root = ensure_synthetic(folder)
-    dataset = load_dataset(root)
-    if not dataset.synthetic:
-        raise DataError(f"{root} holds files not marked as deepnet's synthetic set")
-    return dataset
+def __getattr__(name: str):
+    """``synthetic.load_synthetic`` lives in :mod:`deepnet.data` (it builds a Dataset); this
+    alias keeps old callers working without this module importing deepnet.data."""
+    if name == "load_synthetic":
+        from deepnet.data import load_synthetic
+
+        return load_synthetic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _pick(rng: np.random.RandomState, table: list) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any, Unpack
 import numpy as np
 
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
+from deepnet.constants import DTYPES
 from deepnet.engine.fit import LoopOptions, StepSource, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order, memory_source, take_columns
 from deepnet.errors import InputError
@@ -27,7 +28,6 @@ __all__ = [
 ]  # fmt: skip
 
 Array = Any
-DTYPES = ("float64", "float32")
 
 
 def train_step(

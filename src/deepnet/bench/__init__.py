@@ -21,6 +21,7 @@ import numpy as np
 
 from deepnet.backend import cuda_available, synchronize, to_device
 from deepnet.bench.peers import TorchStep, course_step, torch_available, torch_cuda_available
+from deepnet.constants import DTYPES
 from deepnet.fastpath import GramSteps
 from deepnet.initialization import check_layer_dims, draw_parameters
 from deepnet.install import install_hint
@@ -28,7 +29,6 @@ from deepnet.training import like, train_step
 
 LEARNING_RATE = 0.0075
 WARMUP_S = 0.2
-DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
 PEERS = ("course", "torch", "none")
 COLUMNS = (

@@ -31,6 +31,7 @@ from deepnet.cli.runs import (
     stream_path,
     train_paths,
 )
+from deepnet.constants import CLASS_NAMES
 from deepnet.data import Dataset, load_cat_data
 from deepnet.errors import DivergenceError, InputError
 from deepnet.initialization import draw_parameters, place
@@ -105,13 +106,13 @@ class StreamRun:
     mode = "streamed"
 
     def __init__(self, path: Path, resume: Resume | None) -> None:
-        from deepnet.streaming import open_course_file
+        from deepnet.hdf5_rows import open_course_file
 
         self.file = open_course_file(path)
         digest = file_fingerprint(path)
         if resume is not None:
             check_same_data(resume, digest, str(path))
-        self.source, self.synthetic, self.classes = str(path), False, ("non-cat", "cat")
+        self.source, self.synthetic, self.classes = str(path), False, CLASS_NAMES
         self.record = {"source": str(path), "synthetic": False, "folder": None,
                        "stream": str(path.resolve()), "fingerprint": digest}  # fmt: skip
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from deepnet import constants
+
 Array = Any
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = tuple(np.dtype(d) for d in constants.DTYPES)  # what the fused kernels handle
 ALIGN_BYTES = 256  # each parameter starts on a 256-byte boundary, as cuBLAS likes
 
 
