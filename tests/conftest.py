@@ -123,7 +123,9 @@ def _import(name: str, device: str, hint: str) -> ModuleType:
 
 def _load(namespace: str, device: str, dtype: str) -> Backend:
     if namespace == "numpy":
-        return Backend(namespace, device, dtype, array_api_compat.numpy, None)
+        return Backend(
+            namespace, device, dtype, array_api_compat.array_namespace(np.empty(0)), None
+        )
     if namespace == "array_api_strict":
         strict = _import("array_api_strict", device, "the test extra installs it")
         return Backend(namespace, device, dtype, strict, None)
