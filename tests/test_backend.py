@@ -209,3 +209,11 @@ def test_to_device_and_back_on_the_grid(backend, host):
     assert isinstance(deepnet.to_device(moved, "cpu"), np.ndarray)  # back to NumPy
     deepnet.synchronize(where, moved)
     deepnet.synchronize(None, moved)  # the device read off the array
+
+
+def test_tensors_on_different_devices_are_a_clear_error():
+    torch = pytest.importorskip("torch")
+    W = torch.ones((1, 2), dtype=torch.float64)
+    A = torch.ones((2, 3), dtype=torch.float64, device="meta")  # a second device, on any machine
+    with pytest.raises(deepnet.DeviceError, match=r"different devices \(cpu, meta\)"):
+        deepnet.linear_forward(A, W, torch.zeros((1, 1), dtype=torch.float64))
