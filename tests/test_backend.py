@@ -163,11 +163,11 @@ def test_unknown_backend_and_devices_list_the_valid_ones():
 @pytest.mark.parametrize("library", ["torch", "jax"])
 def test_missing_library_names_the_install_command(monkeypatch, library):
     monkeypatch.setitem(sys.modules, library, None)  # import now fails, as if not installed
-    with pytest.raises(deepnet.DeviceError, match=re.escape(f"pip install -e '.[{library}]'")):
+    with pytest.raises(deepnet.DeviceError, match=re.escape(f'pip install -e ".[{library}]"')):
         backend.resolve_backend(library)
     with pytest.raises(deepnet.DeviceError, match="not installed"):
         backend.to_device(np.zeros(2), backend=library)
-    assert backend.DISTRIBUTION in backend.install_command(library)
+    assert backend.DISTRIBUTION in backend.install_hint(library)
 
 
 @pytest.mark.parametrize("spec", ["torch:cuda", "torch:cuda:7", "torch:mps", "jax:gpu"])

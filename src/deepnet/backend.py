@@ -36,6 +36,7 @@ LIBRARIES = ("numpy", "cupy", "torch", "jax")
 ENV_VAR = "DEEPNET_DEVICE"
 BACKEND_ENV_VAR = "DEEPNET_BACKEND"
 # The name pip installs deepnet under: every install hint is built from it (one place).
+# (Main now has deepnet.install.install_hint for this: on merge, import it instead.)
 DISTRIBUTION = "deepnet"
 
 _context_device: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -46,14 +47,14 @@ _context_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-def install_command(extra: str) -> str:
-    """The pip command that installs deepnet with an extra, from PyPI and from a checkout."""
-    return f"pip install '{DISTRIBUTION}[{extra}]' (from a checkout: pip install -e '.[{extra}]')"
+def install_hint(extra: str) -> str:
+    """The two pip commands that install deepnet with ``extra``: from a checkout, from the index."""
+    return f'pip install -e ".[{extra}]" (in a checkout) or pip install "{DISTRIBUTION}[{extra}]"'
 
 
 _INSTALL_HINT = (
-    f"install CuPy for your CUDA driver with {install_command('cuda12')} for CUDA 12.x "
-    "or the 'cuda13' extra for CUDA 13.x, or use device='cpu' / DEEPNET_DEVICE=cpu"
+    f"install CuPy for your CUDA driver with {install_hint('cuda12')} (CUDA 12.x; cuda13 for "
+    "CUDA 13.x), or use device='cpu' / DEEPNET_DEVICE=cpu"
 )
 _GPU_HINT = (
     "check that `nvidia-smi` lists a GPU (in Docker: `docker run --gpus all ...`), "
@@ -119,7 +120,7 @@ def _library(name: str) -> ModuleType:
     except ImportError:
         raise DeviceError(
             f"backend {name!r} needs {'PyTorch' if name == 'torch' else 'JAX'}, which is not "
-            f"installed: {install_command(name)}"
+            f"installed: {install_hint(name)}"
         ) from None
 
 
