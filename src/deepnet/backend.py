@@ -65,8 +65,8 @@ _TORCH_GPU_HINT = (
     "visible GPU; or use backend 'torch:cpu'"
 )
 _JAX_GPU_HINT = (
-    "install a GPU build of JAX (pip install -U 'jax[cuda12]') on a machine with a visible "
-    "GPU; or use backend 'jax:cpu'"
+    "this needs JAX's CUDA build (the jax package's cuda12 extra, see JAX's install guide) "
+    "and a visible GPU; or use backend 'jax:cpu'"
 )
 
 
