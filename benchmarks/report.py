@@ -207,16 +207,19 @@ class Tables:
     def ranks(self) -> list[str]:
         """``mpiexec -n N python -m deepnet.distributed bench``: one row per rank count."""
         lines = [
-            "| ranks | examples | run s | compute ms/step | Allreduce ms/step | step ms/step "
-            "| examples/s | comm/compute | reduce |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| ranks | threads | examples | run s | compute ms/step | Allreduce ms/step "
+            "| step ms/step | examples/s | comm/compute | reduce |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        rows = [self.row(g, k) for g in self.named("data_parallel_step") for k in self.groups[g]]
-        for b in sorted(rows, key=lambda b: b.get("extra_info", {}).get("ranks", 0)):
+        # Grouped by test name (no group) or as "data-parallel step, <thread setting>".
+        groups = self.named("data_parallel_step") + self.named("data-parallel step")
+        rows = [(g, self.row(g, k)) for g in groups for k in self.groups[g]]
+        for g, b in sorted(rows, key=lambda r: (r[1].get("extra_info", {}).get("ranks", 0), r[0])):
             info = b.get("extra_info", {})
             per_step = info.get("seconds_per_step", {})
+            threads = g.split(",", 1)[1].strip() if "," in g else "-"
             lines.append(
-                f"| {info.get('ranks', '?')} | {info.get('m', '?')} | {best(b):.2f} "
+                f"| {info.get('ranks', '?')} | {threads} | {info.get('m', '?')} | {best(b):.2f} "
                 + " ".join(f"| {_ms(per_step.get(k))}" for k in ("compute", "reduce", "step"))
                 + f" | {_rate(info.get('examples_per_s'))} | {_share(info.get('comm_to_compute'))}"
                 f" | {info.get('reduce', '-')} |"

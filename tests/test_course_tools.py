@@ -303,7 +303,7 @@ def test_dropout_course_case():
 def test_vectors_round_trip(backend):
     P = on(backend, host_parameters(DIMS))
     theta, keys = dictionary_to_vector(P)
-    n = sum(v.size for v in P.values())
+    n = sum(math.prod(v.shape) for v in P.values())
     assert theta.shape == (n, 1) and len(keys) == n
     assert keys[:20] == ["W1"] * 20 and keys[20:25] == ["b1"] * 5 and keys[-1] == "b3"
     back = vector_to_dictionary(theta, DIMS)

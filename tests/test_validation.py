@@ -7,6 +7,7 @@ import pytest
 
 import deepnet
 from deepnet.training import L_layer_model, two_layer_model
+from deepnet.validation import check_examples
 
 
 def data(n=4, m=5):
@@ -93,3 +94,32 @@ def test_compute_cost_shape_mismatch_is_explained():
 def test_unknown_activation():
     with pytest.raises(deepnet.InputError, match="unknown activation 'gelu'; use one of: relu"):
         deepnet.linear_activation_forward(np.ones((3, 2)), np.ones((1, 3)), np.ones((1, 1)), "gelu")
+
+
+def test_boundary_checks_on_every_backend(backend):
+    """The same one-line errors for any library's arrays (no method-vs-attribute surprises)."""
+    X, Y = (backend.asarray(a) for a in data())
+    check_examples(X, Y, 4)  # good input passes
+    with pytest.raises(deepnet.ShapeError, match=r"shape \(3, m\).*got \(4, 5\)"):
+        check_examples(X, Y, 3)
+    with pytest.raises(deepnet.InputError, match="labels 0 .* or 1"):
+        check_examples(X, Y * 2, 4)
+    bad = data()[0] > 0.8
+    with pytest.raises(deepnet.InputError, match=f"contains {int(bad.sum())} NaN"):
+        check_examples(backend.asarray(np.where(bad, np.nan, 0.5)), Y, 4)
+    params = {k: backend.asarray(v) for k, v in deepnet.initialize_parameters(4, 3, 1).items()}
+    with pytest.raises(deepnet.ShapeError, match=r"\(4, m\)"):
+        deepnet.predict(backend.asarray(data(n=5)[0]), None, params)
+    with pytest.raises(deepnet.ShapeError, match="AL and Y"):
+        deepnet.compute_cost(backend.asarray(np.full((1, 3), 0.5)), Y)
+    AL = backend.asarray(np.full((1, 5), 0.5))  # the check comes first: no caches needed
+    with pytest.raises(deepnet.ShapeError, match="AL and Y must both hold one value"):
+        deepnet.L_model_backward(AL, backend.asarray(np.ones((1, 4))), [])
+
+
+def test_mixed_libraries_on_every_backend(backend):
+    if backend.name == "numpy":
+        pytest.skip("mixing needs a second library")
+    W = backend.asarray(np.ones((1, 2)))
+    with pytest.raises(deepnet.DeviceError, match="mixed in one call"):
+        deepnet.linear_forward(np.ones((2, 3)), W, backend.asarray(np.zeros((1, 1))))

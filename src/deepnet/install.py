@@ -10,7 +10,7 @@ from the index. ``tests/test_install_hints.py`` holds these names to pyproject.t
 from __future__ import annotations
 
 DISTRIBUTION = "deepnet-course"  # [project] name in pyproject.toml
-EXTRAS = ("cuda12", "cuda13", "mpi", "test")  # [project.optional-dependencies] keys
+EXTRAS = ("cuda12", "cuda13", "mpi", "torch", "jax", "test")  # [project.optional-dependencies] keys
 
 
 def install_hint(extra: str) -> str:

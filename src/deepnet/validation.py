@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from array_api_compat import size
+
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError, ShapeError
 
@@ -37,8 +39,8 @@ def check_float_array(x: Array, name: str) -> None:
 def check_finite(x: Array, name: str) -> None:
     """No NaN or infinity anywhere in ``x`` (one pass; one scalar read on a GPU)."""
     xp = array_namespace(x)
-    if x.size and not bool(xp.all(xp.isfinite(x))):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+    if size(x) and not bool(xp.all(xp.isfinite(x))):
+        bad = int(xp.count_nonzero(~xp.isfinite(x)))
         raise InputError(f"{name} contains {bad} NaN or infinite value(s); clean the data first")
 
 
