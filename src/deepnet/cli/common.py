@@ -77,17 +77,37 @@ def check_writable(path: Path) -> None:
 
 
 class Progress:
-    """A tqdm bar showing the current cost, plus the course's "Cost after iteration i" lines."""
+    """A tqdm bar of the work done, plus the course's "Cost after iteration i" lines.
+
+    The bar counts ``unit`` (iterations at full batch, epochs for mini-batch runs) and moves
+    after every one (:meth:`step`, the loop's ``on_step``: a host count, no device read),
+    so its rate and time left are measured from the first seconds. The cost beside it
+    changes only when the loop records one (the callback), where it is read anyway.
+    """
 
     def __init__(
-        self, total: int, print_every: int, enabled: bool | None, initial: int = 0
+        self,
+        total: int,
+        print_every: int,
+        enabled: bool | None,
+        initial: int = 0,
+        unit: str = "iteration",
     ) -> None:
         if enabled is None:  # by default, a bar only on a terminal
             enabled = sys.stderr.isatty()
-        self.print_every = print_every
+        self.print_every, self.unit = print_every, unit
         self.bar = tqdm(
-            total=total, initial=initial, unit="it", disable=not enabled, dynamic_ncols=True
+            total=total,
+            initial=initial,
+            unit="it" if unit == "iteration" else unit,
+            disable=not enabled,
+            dynamic_ncols=True,
+            smoothing=0.1,
         )
+
+    def step(self, done: int) -> None:
+        """The loop's ``on_step``: ``done`` iterations (epochs) are finished."""
+        self.bar.update(done - self.bar.n)
 
     def __call__(self, state: TrainState, cost: float) -> None:
         """The training callback: ``state.iteration - 1`` is the iteration just recorded."""
@@ -95,10 +115,11 @@ class Progress:
         self.bar.set_postfix(cost=f"{cost:.6f}", refresh=False)
         self.bar.update(state.iteration - self.bar.n)
         if self.print_every and done % self.print_every == 0:
-            tqdm.write(f"Cost after iteration {done}: {cost}", file=sys.stdout)
+            tqdm.write(f"Cost after {self.unit} {done}: {cost}", file=sys.stdout)
 
     def close(self, finished: bool = True) -> None:
-        """Fill the bar (unless the run stopped early) and take it off the screen's last line."""
+        """Fill the bar (unless the run stopped early: it then shows where it stopped) and
+        take it off the screen's last line."""
         if finished:
             self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()
