@@ -84,6 +84,18 @@ def test_a_mini_batch_run_is_counted_and_shown_in_epochs(tmp_path, capsys):
     assert len(model.costs) == 3
 
 
+def test_a_resumed_run_holds_epochs_to_its_checkpoint(tmp_path, monkeypatch, capsys):
+    stop_at(monkeypatch, 2)
+    args = [*TINY, "--batch-size", "100", "--record-every", "1"]
+    assert train(*args, "--epochs", "6", "--out", "m.npz", cwd=tmp_path) == 130
+    monkeypatch.undo()
+    assert train("--resume", "m.ckpt.npz", "--epochs", "7", cwd=tmp_path) == 2
+    assert "--epochs 7 conflicts with the checkpoint's 6" in capsys.readouterr().err
+    assert train("--resume", "m.ckpt.npz", "--epochs", "6", "--no-progress", cwd=tmp_path) == 0
+    assert "resuming m.ckpt.npz at epoch 2" in capsys.readouterr().out
+    assert len(load_model(tmp_path / "m.npz").costs) == 6
+
+
 def test_epochs_at_full_batch_are_iterations(tmp_path, capsys):
     assert train(*TINY, "--epochs", "7", "--out", "m.npz", cwd=tmp_path) == 0
     assert "7 iterations, full batch" in capsys.readouterr().out

@@ -24,7 +24,7 @@ def check_train_options(args: argparse.Namespace) -> None:
     """Refuse ambiguous or impossible combinations; ``--epochs`` N sets the run's length.
 
     After this, ``args.iterations`` is the run's length in the loop's unit (iterations, or
-    epochs for a mini-batch run), marked as given when ``--epochs`` gave it.
+    epochs for a mini-batch run).
     """
     given = set(getattr(args, "given", set()))
     if {"epochs", "iterations"} <= given:
@@ -40,8 +40,7 @@ def check_train_options(args: argparse.Namespace) -> None:
     if args.epochs is not None:
         if args.epochs < 1:
             raise InputError(f"--epochs must be at least 1, got {args.epochs}")
-        args.iterations = args.epochs
-        args.given = given | {"iterations"}  # a resumed run holds it to its checkpoint's
+        args.iterations = args.epochs  # a resumed run holds --epochs to its checkpoint's
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise InputError(
             f"--checkpoint-every must be at least 1, got {args.checkpoint_every} (leave it "
