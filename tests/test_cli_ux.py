@@ -240,9 +240,11 @@ def test_ctrl_c_reports_the_iteration_the_bar_shows(tmp_path, monkeypatch, capsy
 
 def test_ctrl_c_with_no_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
     stop_at(monkeypatch, 4)
-    args = [*TINY, "--epochs", "20", "--batch-size", "100", "--no-checkpoint"]
+    args = [*TINY[:-1], "--progress", "--epochs", "20", "--batch-size", "100", "--no-checkpoint"]
     assert train(*args, "--out", "m.npz", cwd=tmp_path) == 130
     err = capsys.readouterr().err
+    assert re.findall(r"epoch (\d+)/20", err)[-1] == "4", err
+    assert re.findall(r"(\d+)/4.18k \[", err)[-1] == str(4 * 209), err
     assert "stopped by SIGINT after epoch 4 of 20; nothing saved (--no-checkpoint)" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -252,18 +254,34 @@ def test_ctrl_c_with_no_checkpoint_says_nothing_was_saved(tmp_path, monkeypatch,
 
 
 def test_the_bar_moves_every_step_and_the_cost_only_when_recorded():
-    bar = Progress(total=10, print_every=0, enabled=True, unit="epoch")
+    bar = Progress(total=10, print_every=0, enabled=True, unit="iteration")
     try:
         bar.step(1)
         bar.step(2)
-        assert bar.bar.n == 2 and not bar.bar.postfix
+        assert bar.bar.n == 2 and not bar.bar.postfix and bar.bar.unit == "it"
         bar(TrainState({}, [0.5], 3), 0.5)
+        bar.step(3)
         assert bar.bar.n == 3 and "cost=0.500000" in bar.bar.postfix
         bar.step(4)
         assert bar.bar.n == 4 and "cost=0.500000" in bar.bar.postfix
-        assert bar.bar.unit == "epoch"
     finally:
         bar.close(finished=False)
+
+
+def test_a_mini_batch_bar_counts_examples_step_by_step():
+    bar = Progress(total=10, print_every=0, enabled=True, unit="epoch", examples=100)
+    try:
+        assert bar.bar.total == 1000 and bar.bar.unit == "ex"
+        bar.batch(64)
+        assert bar.bar.n == 64 and bar.bar.desc.startswith("epoch 0/10")
+        bar.batch(36)
+        bar.step(1)
+        assert bar.bar.n == 100 and bar.bar.desc.startswith("epoch 1/10")
+        bar.batch(64)
+        assert bar.bar.n == 164 and not bar.bar.postfix
+    finally:
+        bar.close()
+    assert bar.bar.n == 1000 and bar.bar.desc.startswith("epoch 10/10")
 
 
 def test_the_bar_a_terminal_sees(tmp_path):
@@ -275,7 +293,9 @@ def test_the_bar_a_terminal_sees(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=240, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert re.search(r"12/12 \[[^\]]*(epoch/s|s/epoch)", result.stderr), result.stderr
+    assert re.search(r"epoch 12/12: 100%.*2\.51k/2\.51k \[[^\]]*(ex/s|s/ex)", result.stderr), (
+        result.stderr
+    )
     assert "cost=" in result.stderr
 
 

@@ -79,10 +79,12 @@ def check_writable(path: Path) -> None:
 class Progress:
     """A tqdm bar of the work done, plus the course's "Cost after iteration i" lines.
 
-    The bar counts ``unit`` (iterations at full batch, epochs for mini-batch runs) and moves
-    after every one (:meth:`step`, the loop's ``on_step``: a host count, no device read),
-    so its rate and time left are measured from the first seconds. The cost beside it
-    changes only when the loop records one (the callback), where it is read anyway.
+    At full batch the bar counts iterations and moves after each (:meth:`step`, the loop's
+    ``on_step``). A mini-batch run (``unit="epoch"`` with ``examples`` per epoch) counts
+    examples, moving after every mini-batch step (:meth:`batch`, the loop's ``on_batch``),
+    with ``epoch i/N`` beside it. Both are host counts, no device read, so the rate and the
+    time left are measured from the first seconds. The cost shown changes only when the
+    loop records one (the callback), where it is read anyway.
     """
 
     def __init__(
@@ -92,28 +94,37 @@ class Progress:
         enabled: bool | None,
         initial: int = 0,
         unit: str = "iteration",
+        examples: int | None = None,
     ) -> None:
         if enabled is None:  # by default, a bar only on a terminal
             enabled = sys.stderr.isatty()
-        self.print_every, self.unit = print_every, unit
+        self.print_every, self.unit, self.total = print_every, unit, total
+        self.per = examples if unit == "epoch" and examples else 1  # bar units per iteration
         self.bar = tqdm(
-            total=total,
-            initial=initial,
-            unit="it" if unit == "iteration" else unit,
+            total=total * self.per,
+            initial=initial * self.per,
+            unit="it" if self.per == 1 else "ex",
+            unit_scale=self.per > 1,
             disable=not enabled,
             dynamic_ncols=True,
-            smoothing=0.1,
         )
+        if self.per > 1:
+            self.bar.set_description(f"epoch {initial}/{total}", refresh=False)
 
     def step(self, done: int) -> None:
         """The loop's ``on_step``: ``done`` iterations (epochs) are finished."""
-        self.bar.update(done - self.bar.n)
+        self.bar.update(done * self.per - self.bar.n)
+        if self.per > 1:
+            self.bar.set_description(f"epoch {done}/{self.total}", refresh=False)
+
+    def batch(self, examples: int) -> None:
+        """The loop's ``on_batch``: a mini-batch step of ``examples`` is done."""
+        self.bar.update(examples)
 
     def __call__(self, state: TrainState, cost: float) -> None:
         """The training callback: ``state.iteration - 1`` is the iteration just recorded."""
         done = state.iteration - 1
         self.bar.set_postfix(cost=f"{cost:.6f}", refresh=False)
-        self.bar.update(state.iteration - self.bar.n)
         if self.print_every and done % self.print_every == 0:
             tqdm.write(f"Cost after {self.unit} {done}: {cost}", file=sys.stdout)
 
@@ -121,7 +132,7 @@ class Progress:
         """Fill the bar (unless the run stopped early: it then shows where it stopped) and
         take it off the screen's last line."""
         if finished:
-            self.bar.update(self.bar.total - self.bar.n)
+            self.step(self.total)
         self.bar.close()
 
 

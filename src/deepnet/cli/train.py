@@ -293,7 +293,8 @@ def train_command(args: argparse.Namespace) -> int:
 
     initial = 0 if start is None else start.iteration
     progress = Progress(settings.num_iterations, settings.print_every if root else 0,
-                        args.progress if root else False, initial=initial, unit=unit)  # fmt: skip
+                        args.progress if root else False, initial=initial, unit=unit,
+                        examples=examples(run))  # fmt: skip
     saving = not args.no_checkpoint
     began = time.perf_counter()
     stop = StopRequest()
@@ -301,6 +302,7 @@ def train_command(args: argparse.Namespace) -> int:
         with stop:
             state = run.train(
                 settings, device, start, callback=progress, on_step=progress.step,
+                on_batch=progress.batch if progress.per > 1 else None,
                 on_checkpoint=keep_going if saving else None, should_stop=stop,
                 **options.loop_options(args, in_memory=type(run) is MemoryRun),
             )  # fmt: skip

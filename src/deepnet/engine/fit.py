@@ -77,6 +77,7 @@ class LoopOptions(TypedDict, total=False):
     on_checkpoint: Callable[[TrainState], None] | None
     should_stop: Callable[[], bool] | None
     on_step: Callable[[int], None] | None
+    on_batch: Callable[[int], None] | None
 
 
 def check_loop_options(
@@ -117,7 +118,8 @@ def run_loop(
     Every ``record_every`` iterations, and at the last one, the cost before that
     iteration's update is recorded, checked (see the module's divergence rule), printed if
     asked, and passed to ``callback(state, cost)``. After each iteration ``on_step(done)``
-    hears how many iterations are done (a host int: no device value is read for it).
+    hears how many iterations are done (a host int: no device value is read for it), and
+    after each mini-batch step ``on_batch(examples)`` the size of that batch (its shape).
     Every ``checkpoint_every`` iterations, and after each iteration that ends
     ``checkpoint_seconds`` or more after the last checkpoint (or the start),
     ``on_checkpoint(state)`` gets a state to resume from; after each iteration
@@ -143,8 +145,11 @@ def _loop(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> TrainState:
     check_loop_options(num_iterations, record_every, checkpoint_every, checkpoint_seconds)
+    if on_batch is not None:
+        _count_batches(source, on_batch)
     interval = float(checkpoint_seconds or 0) if on_checkpoint is not None else 0.0
     last_checkpoint = monotonic()
     costs = list(state.costs)
@@ -185,6 +190,21 @@ def _loop(
             _check(value, num_iterations - 1, partial(source.parameters, good),
                    good_iteration, costs)  # fmt: skip
         return snapshot(max(num_iterations, state.iteration))
+
+
+def _count_batches(source: StepSource, on_batch: Callable[[int], None]) -> None:
+    """Have a source whose iterations take steps (``step(X, Y, ...)``, as the mini-batch
+    sources do) report each step's number of examples: X's shape, no device read."""
+    inner = getattr(source, "step", None)
+    if not callable(inner):
+        return  # a source without steps (the Gram path): on_step alone tells the progress
+
+    def step(X: Array, Y: Array, *args: Any, **kwargs: Any) -> Array:
+        out = inner(X, Y, *args, **kwargs)
+        on_batch(int(X.shape[1]))
+        return out
+
+    source.step = step  # type: ignore[attr-defined]  (this run's source only)
 
 
 def _check(
