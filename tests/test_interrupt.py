@@ -95,7 +95,7 @@ def stop_line(err: str, name: str, total: int, checkpoint: Path) -> int:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     pattern = (
-        rf"deepnet: stopped by {name} after iteration (\d+) of {total}; saved the run to "
+        rf"deepnet: stopped by {name} after (?:iteration|epoch) (\d+) of {total}; saved the run to "
         rf"(.+); continue it with: deepnet train --resume (.+)"
     )
     match = re.fullmatch(pattern, lines[0])
@@ -126,7 +126,7 @@ def test_sigint_saves_the_run_and_resume_finishes_it_as_if_uninterrupted(data, e
 
 
 def test_sigterm_mid_mini_batch_run_and_resume_by_out_path(data, env, tmp_path):
-    args = [*TRAIN, "--data", data, "-n", 600, "--batch-size", 5]
+    args = [*TRAIN, "--data", data, "--epochs", 600, "--batch-size", 5]
     train(*args, "--out", "reference.npz", env=env, cwd=tmp_path)
     checkpoint = tmp_path / "run.ckpt.npz"
     status, err = interrupt(

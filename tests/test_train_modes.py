@@ -79,15 +79,15 @@ def same_run(a: Path, b: Path) -> None:
 def test_streamed_run_saves_stops_and_resumes(tmp_path, mode):
     run(deepnet("make-data", "big.h5", "--n", 48), tmp_path)
     args = ["train", "--stream", "big.h5", *COMMON, *mode]
-    run(deepnet(*args, "-n", 400, "--out", "ref.npz"), tmp_path)
-    status, err = interrupt(deepnet(*args, "-n", 400, "--out", "run.npz"),
+    run(deepnet(*args, "--epochs", 400, "--out", "ref.npz"), tmp_path)
+    status, err = interrupt(deepnet(*args, "--epochs", 400, "--out", "run.npz"),
                             tmp_path / "run.ckpt.npz", tmp_path)  # fmt: skip
     assert status == 130, err
     assert "stopped by SIGINT" in err and "Traceback" not in err
     stopped_at = load_checkpoint(tmp_path / "run.ckpt.npz").iteration
     assert 20 <= stopped_at < 400
     out = run(deepnet("train", "--resume", "run.ckpt.npz"), tmp_path)
-    assert f"at iteration {stopped_at}" in out.stdout
+    assert f"at {'epoch' if mode else 'iteration'} {stopped_at}" in out.stdout
     same_run(tmp_path / "run.npz", tmp_path / "ref.npz")
     assert "train accuracy" in run(deepnet("evaluate", "run.npz", "--synthetic"), tmp_path).stdout
 

@@ -117,6 +117,7 @@ SETTING_OPTIONS = {
     "layers": ("--layers", "layer_dims"),
     "learning_rate": ("--learning-rate", "learning_rate"),
     "iterations": ("--iterations", "num_iterations"),
+    "epochs": ("--epochs", "num_iterations"),
     "dtype": ("--dtype", "dtype"),
     "batch_size": ("--batch-size", "batch_size"),
     "seed": ("--seed", "seed"),

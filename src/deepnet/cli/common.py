@@ -77,30 +77,62 @@ def check_writable(path: Path) -> None:
 
 
 class Progress:
-    """A tqdm bar showing the current cost, plus the course's "Cost after iteration i" lines."""
+    """A tqdm bar of the work done, plus the course's "Cost after iteration i" lines.
+
+    At full batch the bar counts iterations and moves after each (:meth:`step`, the loop's
+    ``on_step``). A mini-batch run (``unit="epoch"`` with ``examples`` per epoch) counts
+    examples, moving after every mini-batch step (:meth:`batch`, the loop's ``on_batch``),
+    with ``epoch i/N`` beside it. Both are host counts, no device read, so the rate and the
+    time left are measured from the first seconds. The cost shown changes only when the
+    loop records one (the callback), where it is read anyway.
+    """
 
     def __init__(
-        self, total: int, print_every: int, enabled: bool | None, initial: int = 0
+        self,
+        total: int,
+        print_every: int,
+        enabled: bool | None,
+        initial: int = 0,
+        unit: str = "iteration",
+        examples: int | None = None,
     ) -> None:
         if enabled is None:  # by default, a bar only on a terminal
             enabled = sys.stderr.isatty()
-        self.print_every = print_every
+        self.print_every, self.unit, self.total = print_every, unit, total
+        self.per = examples if unit == "epoch" and examples else 1  # bar units per iteration
         self.bar = tqdm(
-            total=total, initial=initial, unit="it", disable=not enabled, dynamic_ncols=True
+            total=total * self.per,
+            initial=initial * self.per,
+            unit="it" if self.per == 1 else "ex",
+            unit_scale=self.per > 1,
+            disable=not enabled,
+            dynamic_ncols=True,
         )
+        if self.per > 1:
+            self.bar.set_description(f"epoch {initial}/{total}", refresh=False)
+
+    def step(self, done: int) -> None:
+        """The loop's ``on_step``: ``done`` iterations (epochs) are finished."""
+        self.bar.update(done * self.per - self.bar.n)
+        if self.per > 1:
+            self.bar.set_description(f"epoch {done}/{self.total}", refresh=False)
+
+    def batch(self, examples: int) -> None:
+        """The loop's ``on_batch``: a mini-batch step of ``examples`` is done."""
+        self.bar.update(examples)
 
     def __call__(self, state: TrainState, cost: float) -> None:
         """The training callback: ``state.iteration - 1`` is the iteration just recorded."""
         done = state.iteration - 1
         self.bar.set_postfix(cost=f"{cost:.6f}", refresh=False)
-        self.bar.update(state.iteration - self.bar.n)
         if self.print_every and done % self.print_every == 0:
-            tqdm.write(f"Cost after iteration {done}: {cost}", file=sys.stdout)
+            tqdm.write(f"Cost after {self.unit} {done}: {cost}", file=sys.stdout)
 
     def close(self, finished: bool = True) -> None:
-        """Fill the bar (unless the run stopped early) and take it off the screen's last line."""
+        """Fill the bar (unless the run stopped early: it then shows where it stopped) and
+        take it off the screen's last line."""
         if finished:
-            self.bar.update(self.bar.total - self.bar.n)
+            self.step(self.total)
         self.bar.close()
 
 

@@ -6,6 +6,7 @@ import argparse
 
 from deepnet import __version__, backend
 from deepnet.cli.info import info_command, make_data_command
+from deepnet.cli.options import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_LENGTH, GRAM
 from deepnet.cli.runs import DEFAULT_OUT
 from deepnet.cli.train import train_command
 from deepnet.cli.use import evaluate_command, mislabeled_command, predict_command
@@ -52,18 +53,56 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     train = commands.add_parser("train", help="train a model, save it and its cost curve")
-    train.add_argument("--model", choices=list(MODELS), default="L-layer", action=Given)
+    train.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="L-layer",
+        action=Given,
+        help="the network: L-layer ([LINEAR -> RELU] x (L-1) -> LINEAR -> SIGMOID) or "
+        "two-layer (default: L-layer)",
+    )
     train.add_argument(
         "--layers",
         metavar="SIZES",
         action=Given,
-        help="layer sizes, comma-separated (default: 12288,20,7,5,1 or 12288,7,1 for two-layer)",
+        help="layer sizes in units, comma-separated (default: 12288,20,7,5,1, or 12288,7,1 "
+        "for two-layer)",
     )
-    train.add_argument("--learning-rate", "--lr", type=float, default=0.0075, action=Given)
     train.add_argument(
-        "--iterations", "-n", type=int, default=2500, action=Given, help="default: 2500"
+        "--learning-rate",
+        "--lr",
+        type=float,
+        default=0.0075,
+        action=Given,
+        metavar="RATE",
+        help="gradient descent's step size (default: 0.0075)",
     )
-    train.add_argument("--dtype", choices=DTYPES, default="float64", action=Given)
+    train.add_argument(
+        "--iterations",
+        "-n",
+        type=int,
+        default=DEFAULT_LENGTH,
+        action=Given,
+        metavar="N",
+        help="full-batch iterations: gradient-descent steps, each over the whole training set "
+        f"(default: {DEFAULT_LENGTH}); with --batch-size, count in --epochs instead",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        action=Given,
+        metavar="N",
+        help="passes over the training set, for mini-batch runs (--batch-size): each epoch is "
+        f"ceil(m / batch size) steps (default: {DEFAULT_LENGTH}); at full batch an epoch is "
+        "one iteration",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float64",
+        action=Given,
+        help="floating-point type of the parameters and data (default: float64)",
+    )
     train.add_argument(
         "--activation",
         choices=HIDDEN_ACTIVATIONS,
@@ -76,58 +115,101 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         action=Given,
-        help="mini-batch size, seeded shuffling (default: full batch)",
+        metavar="N",
+        help="mini-batch size in examples, reshuffled every epoch from --seed; the run is then "
+        "counted in --epochs (default: full batch, every example in every step)",
     )
-    train.add_argument("--seed", type=int, default=1, action=Given)
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        action=Given,
+        help="seed of the initial parameters and of the mini-batch shuffles (default: 1)",
+    )
     train.add_argument(
         "--init",
         choices=list(INITS),
         action=Given,
-        help="default: lecun for L-layer, small for two-layer",
+        help="initial parameters (default: lecun, randn / sqrt(n_prev), for L-layer; small, "
+        "randn * 0.01, for two-layer)",
+    )
+    train.add_argument(
+        "--gram",
+        choices=list(GRAM),
+        default="auto",
+        help="track the first layer through K = X.T @ X instead of the 12288-wide products "
+        "(same result to rounding). auto: on a CPU full-batch run when the iterations left "
+        "repay computing K (examples m <= 12288 inputs each, and 2 x first-layer units x "
+        "iterations >= m); "
+        "on: whenever the run is full batch; off: never (default: auto; in-memory runs only)",
     )
     data_options(train, "(default: $DEEPNET_DATA, else the synthetic set)")
     train.add_argument(
         "--stream",
         metavar="FILE",
         help="train from a course-layout HDF5 file read batch by batch (it need not fit in "
-        "memory; make one with deepnet make-data)",
+        "memory; make one with deepnet make-data) (default: none, the data in memory)",
     )
     train.add_argument(
         "--out",
         "-o",
         default=str(DEFAULT_OUT),
         action=Given,
+        metavar="PATH",
         help=f"model file (default: {DEFAULT_OUT})",
     )
     train.add_argument(
-        "--plot", action=Given, help="cost-curve PNG (default: beside the model, *-costs.png)"
+        "--plot",
+        action=Given,
+        metavar="PATH",
+        help="cost-curve PNG (default: beside the model, NAME-costs.png)",
     )
     train.add_argument(
         "--print-every",
         type=int,
         default=100,
         action=Given,
-        help="print the cost every N iterations (0: never)",
+        metavar="N",
+        help="print the cost every N iterations (epochs with --batch-size); 0: never; a "
+        "multiple of --record-every (default: 100)",
     )
     train.add_argument(
         "--record-every",
         type=int,
         default=100,
         action=Given,
-        help="record the cost every N iterations",
+        metavar="N",
+        help="record the cost every N iterations (epochs with --batch-size), and at the last "
+        "(default: 100)",
     )
     train.add_argument(
         "--checkpoint",
         metavar="PATH",
         help="where the run is saved while it trains, and on Ctrl-C or SIGTERM (default: "
-        "beside the model, *.ckpt.npz); removed once the model is saved",
+        "beside the model, NAME.ckpt.npz); removed once the model is saved",
+    )
+    train.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=DEFAULT_CHECKPOINT_SECONDS,
+        action=Given,
+        metavar="S",
+        help="save the checkpoint once S seconds of training have passed since the last one "
+        f"(default: {DEFAULT_CHECKPOINT_SECONDS:g} s); 0: not by time. The run is also saved "
+        "when it ends and on Ctrl-C or SIGTERM",
     )
     train.add_argument(
         "--checkpoint-every",
         type=int,
-        default=100,
+        action=Given,
         metavar="N",
-        help="save the checkpoint every N iterations (default: 100)",
+        help="also save the checkpoint every N iterations (epochs with --batch-size) "
+        "(default: not by count)",
+    )
+    train.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="write no checkpoint at all: a stopped run is lost (default: checkpoints on)",
     )
     train.add_argument(
         "--resume",
@@ -147,15 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show a progress bar (default: only on a terminal)",
+        help="show a progress bar of iterations (epochs with --batch-size) done, their rate "
+        "and the time left (default: only on a terminal)",
     )
     train.set_defaults(handler=train_command)
 
     make = commands.add_parser("make-data", help="write a large synthetic file for --stream")
     make.add_argument("path", metavar="PATH")
-    make.add_argument("--n", type=int, default=200_000, help="number of images (200000)")
-    make.add_argument("--seed", type=int, default=0)
-    make.add_argument("--prefix", default="train", help="dataset names PREFIX_set_x/y")
+    make.add_argument("--n", type=int, default=200_000, help="number of images (default: 200000)")
+    make.add_argument("--seed", type=int, default=0, help="seed of the drawings (default: 0)")
+    make.add_argument(
+        "--prefix", default="train", help="dataset names PREFIX_set_x/y (default: train)"
+    )
     make.set_defaults(handler=make_data_command)
 
     evaluate = commands.add_parser("evaluate", help="accuracy and confusion counts of a model")
@@ -172,13 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     mislabeled = commands.add_parser("mislabeled", help="a PNG of the test pictures it gets wrong")
     mislabeled.add_argument("model", metavar="MODEL")
-    mislabeled.add_argument("--out", "-o", help="PNG path (default: beside the model)")
-    mislabeled.add_argument("--columns", type=int, default=5, help="pictures per row")
+    mislabeled.add_argument(
+        "--out",
+        "-o",
+        metavar="PATH",
+        help="PNG path (default: beside the model, NAME-mislabeled.png)",
+    )
+    mislabeled.add_argument("--columns", type=int, default=5, help="pictures per row (default: 5)")
     data_options(mislabeled, "(default: the data the model was trained on)")
     device_option(mislabeled)
     mislabeled.set_defaults(handler=mislabeled_command)
 
-    info = commands.add_parser("info", help="versions, device and GPU")
+    info = commands.add_parser(
+        "info", help="versions, device, GPU, BLAS, MPI, extras and where the data are"
+    )
     device_option(info)
     info.set_defaults(handler=info_command)
 

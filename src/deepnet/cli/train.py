@@ -20,7 +20,7 @@ import numpy as np
 
 from deepnet import backend
 from deepnet.checkpoint import Checkpoint, fingerprint, save_checkpoint
-from deepnet.cli import common
+from deepnet.cli import common, options
 from deepnet.cli.common import Progress, StopRequest, check_writable, device_line, quote
 from deepnet.cli.runs import (
     Resume,
@@ -198,8 +198,7 @@ class Setup:
 
 def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
     """Check the options and the resume point, load or open the data, check the outputs."""
-    if args.checkpoint_every < 1:
-        raise InputError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
+    options.check_train_options(args)
     resume = resume_point(args) if args.resume is not None else None
     settings = resume.settings if resume is not None else train_settings(args)
     if resume is not None and "print_every" in getattr(args, "given", set()):
@@ -218,6 +217,7 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
         run = StreamRun(stream, resume)
     else:
         run = MemoryRun(args, resume)
+    options.check_gram(args, in_memory=type(run) is MemoryRun)
     out, plot, checkpoint = train_paths(args, resume)
     if comm is None or comm.Get_rank() == 0:
         for path in (out, plot, checkpoint):  # find out now, not after a long run
@@ -233,8 +233,9 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
 def train_command(args: argparse.Namespace) -> int:
     """``deepnet train``: train (or continue) a run, save the model and its cost curve, report.
 
-    A checkpoint is written every ``--checkpoint-every`` iterations and when SIGINT or
-    SIGTERM stops the run (exit status 128 + the signal's number); ``--resume`` continues
+    A checkpoint is written once ``--checkpoint-seconds`` of training have passed since the
+    last (and every ``--checkpoint-every`` iterations, if given), at the end, and when SIGINT
+    or SIGTERM stops the run (exit status 128 + the signal's number); ``--resume`` continues
     from it to the same final parameters as an uninterrupted run. It is removed once the
     model is saved. Under MPI, rank 0 alone prints and writes; the ranks agree on every
     check and on stopping, so none is left waiting.
@@ -256,16 +257,16 @@ def train_command(args: argparse.Namespace) -> int:
             print("      (set DEEPNET_DATA or pass --data to train on the course's cat pictures)")
         ranks = "" if comm is None else f"; {comm.Get_size()} MPI ranks"
         print(f"device: {device_line(device)}{ranks}")
-        batch = "full batch" if settings.batch_size is None else f"batch {settings.batch_size}"
+        length = options.length_text(settings, examples(run))
         print(
             f"model: {settings.model} {'-'.join(map(str, settings.layer_dims))}, init "
             f"{settings.init}, {settings.dtype}, learning rate {settings.learning_rate}, "
-            f"{settings.num_iterations} iterations, {batch}; {settings.hidden} hidden "
-            f"layers, {run.mode}"
+            f"{length}; {settings.hidden} hidden layers, {run.mode}"
         )
     start = resume.state if resume is not None else None
+    unit = options.unit(settings.batch_size)
     if start is not None and root:
-        print(f"resuming {resume.path} at iteration {start.iteration}")
+        print(f"resuming {resume.path} at {unit} {start.iteration}")
 
     def write_checkpoint(state: TrainState) -> None:
         if not root:
@@ -293,20 +294,24 @@ def train_command(args: argparse.Namespace) -> int:
 
     initial = 0 if start is None else start.iteration
     progress = Progress(settings.num_iterations, settings.print_every if root else 0,
-                        args.progress if root else False, initial=initial)  # fmt: skip
+                        args.progress if root else False, initial=initial, unit=unit,
+                        examples=examples(run))  # fmt: skip
+    saving = not args.no_checkpoint
     began = time.perf_counter()
     stop = StopRequest()
     try:
         with stop:
             state = run.train(
-                settings, device, start, callback=progress,
-                checkpoint_every=args.checkpoint_every, on_checkpoint=keep_going,
-                should_stop=stop,
+                settings, device, start, callback=progress, on_step=progress.step,
+                on_batch=progress.batch if progress.per > 1 else None,
+                on_checkpoint=keep_going if saving else None, should_stop=stop,
+                **options.loop_options(args, in_memory=type(run) is MemoryRun),
             )  # fmt: skip
             backend.synchronize(device)
             # Stopped, the checkpoint is all there is: it must be written. Finished, the model
             # file is what counts; the checkpoint only guards its writing.
-            (write_checkpoint if state.stopped_early else keep_going)(state)
+            if saving:
+                (write_checkpoint if state.stopped_early else keep_going)(state)
     except DivergenceError:
         progress.close(finished=False)
         if root:
@@ -317,10 +322,11 @@ def train_command(args: argparse.Namespace) -> int:
     if state.stopped_early:
         signum = stop.signum or signal.SIGINT  # another rank may have been the one signalled
         if root:
+            saved = (f"saved the run to {setup.checkpoint}; continue it with: {resume_line}"
+                     if saving else "nothing saved (--no-checkpoint)")  # fmt: skip
             print(
-                f"deepnet: stopped by {signal.Signals(signum).name} after iteration "
-                f"{state.iteration} of {settings.num_iterations}; saved the run to "
-                f"{setup.checkpoint}; continue it with: {resume_line}",
+                f"deepnet: stopped by {signal.Signals(signum).name} after {unit} "
+                f"{state.iteration} of {settings.num_iterations}; {saved}",
                 file=sys.stderr,
             )
         return 128 + signum
@@ -345,6 +351,33 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def examples(run: Any) -> int | None:
+    """The number of training examples of a run (an epoch's worth), where known."""
+    if hasattr(run, "file"):
+        return int(run.file.m)
+    data = getattr(run, "data", None)
+    return None if data is None else int(data.train_x.shape[1])
+
+
+def plot_options(settings: TrainSettings, run: Any, scores: Any) -> dict[str, Any]:
+    """What the cost plot names: model, data, dtype, accuracies; its x axis's unit and end."""
+    if run.synthetic:
+        data = "synthetic"
+    elif isinstance(run, StreamRun):
+        data = f"streamed {Path(run.source).name}"
+    else:
+        data = "course"
+    accuracy = {} if scores is None else {
+        "train_accuracy": scores["train"].accuracy, "test_accuracy": scores["test"].accuracy,
+    }  # fmt: skip
+    return {
+        "record_every": settings.record_every, "learning_rate": settings.learning_rate,
+        "model": f"{settings.model} {'-'.join(map(str, settings.layer_dims))}", "data": data,
+        "dtype": settings.dtype, "iterations": settings.num_iterations,
+        "x_label": options.unit(settings.batch_size), **accuracy,
+    }  # fmt: skip
+
+
 def save_run(setup: Setup, state: TrainState, seconds: float, extra: dict[str, Any]) -> str:
     """Score a finished run (where its data is in memory), save the model and its cost curve;
     returns the closing report."""
@@ -363,10 +396,9 @@ def save_run(setup: Setup, state: TrainState, seconds: float, extra: dict[str, A
         "seconds": round(seconds, 3), **accuracy, **extra,
     }  # fmt: skip
     save_model(model, setup.out)
-    from deepnet.plots import cost_curve_png  # Pillow drawing, only here
+    from deepnet.plots import cost_curve_png  # matplotlib, only here
 
-    width, height = cost_curve_png(model.costs, setup.plot, record_every=settings.record_every,
-                                   learning_rate=settings.learning_rate)  # fmt: skip
+    width, height = cost_curve_png(model.costs, setup.plot, **plot_options(settings, run, scores))
     lines = [
         f"trained in {seconds:.1f} s; saved the model to {setup.out}",
         f"cost curve: {setup.plot} ({width}x{height} pixels)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,24 @@ def predict_command(args: argparse.Namespace) -> int:
         except DeepnetError as exc:
             error(str(exc))
             failed += 1
+    if pictures and model.training.get("synthetic", False):
+        synthetic_warning(args.model)
     if pictures:
         proba = probabilities(model, preprocess(np.stack(pictures)), device)
         for name, p in zip(names, proba, strict=True):
             label = model.classes[int(p > 0.5)]
             print(f"{name}: {label} (P({model.classes[1]}) = {p:.4f})")
     return 2 if failed else 0  # pictures it could not read are input errors
+
+
+def synthetic_warning(path: str) -> None:
+    """Say once, on stderr, that a model of the synthetic drawings knows nothing of photos."""
+    print(
+        f"deepnet: note: {path} was trained on deepnet's synthetic drawings, not photos: its "
+        "predictions on photos mean little. Train on the course's pictures for that: "
+        "DEEPNET_DATA=/path/to/datasets deepnet train",
+        file=sys.stderr,
+    )
 
 
 def mislabeled_command(args: argparse.Namespace) -> int:

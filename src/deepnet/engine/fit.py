@@ -19,11 +19,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from time import monotonic
 from typing import Any, Protocol, TypedDict, Unpack
 
 import numpy as np
 
-from deepnet.errors import DivergenceError
+from deepnet.errors import DivergenceError, InputError
 from deepnet.validation import check_count
 
 Array = Any
@@ -72,18 +73,35 @@ class LoopOptions(TypedDict, total=False):
     print_cost: bool
     callback: Callable[[TrainState, float], None] | None
     checkpoint_every: int | None
+    checkpoint_seconds: float | None
     on_checkpoint: Callable[[TrainState], None] | None
     should_stop: Callable[[], bool] | None
+    on_step: Callable[[int], None] | None
+    on_batch: Callable[[int], None] | None
 
 
 def check_loop_options(
-    num_iterations: Any, record_every: Any = 100, checkpoint_every: Any = None, **_: Any
+    num_iterations: Any,
+    record_every: Any = 100,
+    checkpoint_every: Any = None,
+    checkpoint_seconds: Any = None,
+    **_: Any,
 ) -> None:
     """The loop's own arguments, checked once for every source (other options ignored)."""
     check_count(num_iterations, "num_iterations")
     check_count(record_every, "record_every", minimum=1)
     if checkpoint_every is not None:
         check_count(checkpoint_every, "checkpoint_every", minimum=1)
+    if checkpoint_seconds is not None and (
+        isinstance(checkpoint_seconds, bool)
+        or not isinstance(checkpoint_seconds, int | float)
+        or not math.isfinite(checkpoint_seconds)
+        or checkpoint_seconds < 0
+    ):
+        raise InputError(
+            f"checkpoint_seconds must be a finite number of seconds >= 0 (0 or None: none by "
+            f"time), got {checkpoint_seconds!r}"
+        )
 
 
 def divergence_limit(costs: list[float], value: float) -> float:
@@ -99,7 +117,11 @@ def run_loop(
 
     Every ``record_every`` iterations, and at the last one, the cost before that
     iteration's update is recorded, checked (see the module's divergence rule), printed if
-    asked, and passed to ``callback(state, cost)``. Every ``checkpoint_every`` iterations
+    asked, and passed to ``callback(state, cost)``. After each iteration ``on_step(done)``
+    hears how many iterations are done (a host int: no device value is read for it), and
+    after each mini-batch step ``on_batch(examples)`` the size of that batch (its shape).
+    Every ``checkpoint_every`` iterations, and after each iteration that ends
+    ``checkpoint_seconds`` or more after the last checkpoint (or the start),
     ``on_checkpoint(state)`` gets a state to resume from; after each iteration
     ``should_stop()`` may end the run early (``stopped_early=True``). Passing a returned
     state back in, with a source built from it, continues exactly where it stopped.
@@ -119,10 +141,17 @@ def _loop(
     print_cost: bool = False,
     callback: Callable[[TrainState, float], None] | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> TrainState:
-    check_loop_options(num_iterations, record_every, checkpoint_every)
+    check_loop_options(num_iterations, record_every, checkpoint_every, checkpoint_seconds)
+    if on_batch is not None:
+        _count_batches(source, on_batch)
+    interval = float(checkpoint_seconds or 0) if on_checkpoint is not None else 0.0
+    last_checkpoint = monotonic()
     costs = list(state.costs)
     # Parameters whose cost was last seen good (a cheap mark): what a diverged run keeps.
     good, good_iteration = source.mark(), state.iteration
@@ -146,8 +175,14 @@ def _loop(
                 if callback is not None:
                     callback(TrainState(source.parameters(), costs, i + 1), value)
             done = i + 1
-            if on_checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
+            if on_step is not None:
+                on_step(done)
+            due = bool(checkpoint_every and done % checkpoint_every == 0)
+            if interval and not due:
+                due = monotonic() - last_checkpoint >= interval
+            if on_checkpoint is not None and due:
                 on_checkpoint(snapshot(done))
+                last_checkpoint = monotonic()  # S seconds of training between two
             if should_stop is not None and done < num_iterations and should_stop():
                 return snapshot(done, stopped=True)
         if cost is not None and (num_iterations - 1) % record_every != 0:
@@ -155,6 +190,21 @@ def _loop(
             _check(value, num_iterations - 1, partial(source.parameters, good),
                    good_iteration, costs)  # fmt: skip
         return snapshot(max(num_iterations, state.iteration))
+
+
+def _count_batches(source: StepSource, on_batch: Callable[[int], None]) -> None:
+    """Have a source whose iterations take steps (``step(X, Y, ...)``, as the mini-batch
+    sources do) report each step's number of examples: X's shape, no device read."""
+    inner = getattr(source, "step", None)
+    if not callable(inner):
+        return  # a source without steps (the Gram path): on_step alone tells the progress
+
+    def step(X: Array, Y: Array, *args: Any, **kwargs: Any) -> Array:
+        out = inner(X, Y, *args, **kwargs)
+        on_batch(int(X.shape[1]))
+        return out
+
+    source.step = step  # type: ignore[attr-defined]  (this run's source only)
 
 
 def _check(
