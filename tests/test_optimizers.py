@@ -359,6 +359,7 @@ def test_early_stopping_resumes_exactly():
     assert half.stopped_early and half.early_stopping is None
     resumed = fit(X, Y, half, **kw)
     assert resumed.costs == whole.costs and resumed.early_stopping == whole.early_stopping
+    assert set(resumed.parameters) == set(whole.parameters)
     for k, v in whole.parameters.items():
         assert np.array_equal(resumed.parameters[k], v), k
 

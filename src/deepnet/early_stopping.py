@@ -13,6 +13,7 @@ the run's resume record as ``stop.*``, so a checkpointed run resumes to the same
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,7 @@ class Watch:
         self.best_iteration, self.bad = int(resume["stop.best_iteration"]), int(resume["stop.bad"])
         if "stop.scores" in resume:
             self.scores = [float(s) for s in to_numpy(resume["stop.scores"])]
-            names = [k[5:] for k in resume if k[5:6] in ("W", "b") and k.startswith("stop.")]
+            names = [k[5:] for k in resume if re.fullmatch(r"stop\.[Wb][0-9]+", k)]
             self.best = {k: resume[f"stop.{k}"] for k in names}
 
     def summary(self) -> dict[str, Any]:
