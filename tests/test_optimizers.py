@@ -421,3 +421,56 @@ def test_inits_zeros_random_and_he_are_the_second_courses_draws():
 
 def on(backend, table):
     return {k: backend.asarray(v) for k, v in table.items()}
+
+
+# ------------------------------------------------------------------ gradients, other sources
+
+
+@pytest.mark.parametrize("lambd", [0.0, 0.7])
+def test_the_engines_l2_gradients_pass_the_courses_gradient_check(backend, lambd):
+    """The fused step's cost and gradients with L2 (what every optimizer is fed) against
+    the course's regularised cost, by gradient_check_n: difference < 2e-7 in float64."""
+    from deepnet.course_tools import compute_cost_with_regularization  # noqa: PLC0415
+    from deepnet.gradient_check import gradient_check_n  # noqa: PLC0415
+    from deepnet.kernels import L_model_forward  # noqa: PLC0415
+    from deepnet.step import backward_above_input  # noqa: PLC0415
+
+    xp = backend.xp
+    X, Y = (backend.asarray(a) for a in data(n_x=6, m=9, seed=4))
+    P = on(backend, draw_parameters([6, 5, 3, 1], "he", 4))
+    W1 = P["W1"]
+    grads, G1, cost = backward_above_input(
+        P, W1 @ X, Y, reg=Regularization(lambd), w1_squared=xp.sum(W1 * W1)
+    )
+    grads["dW1"] = G1 @ X.T + lambd / 9 * W1
+    AL, _ = L_model_forward(X, P)
+    want = float(compute_cost_with_regularization(AL, Y, P, lambd))
+    assert float(cost) == pytest.approx(want, rel=1e-12)
+    assert gradient_check_n(P, grads, X, Y, lambd=lambd) < 2e-7
+
+
+def test_streamed_and_distributed_runs_take_the_optimizers(tmp_path):
+    """The same optimizer state carried by the file-reading and the MPI sources."""
+    import h5py  # noqa: PLC0415
+
+    from deepnet.distributed import fit_distributed  # noqa: PLC0415
+    from deepnet.streaming import fit_stream, make_synthetic  # noqa: PLC0415
+
+    path = make_synthetic(tmp_path / "s.h5", 60, seed=3, image_shape=(4, 4, 3)).path
+    with h5py.File(path) as f:
+        x, y = f["train_set_x"][:], f["train_set_y"][:]
+    X, Y = x.reshape(len(x), -1).T / 255.0, y.reshape(1, -1).astype(np.float64)
+    dims = [48, 5, 1]
+    for make in (lambda: Adam(0.01, decay=Decay(0.2)), lambda: Momentum(0.05)):
+        kw = dict(num_iterations=6, record_every=1)
+        mini = dict(batch_size=16, seed=2)
+        want = fit(X, Y, start(dims, X), optimizer=make(), **mini, **kw)
+        got = fit_stream(path, start(dims, X), optimizer=make(), **mini, **kw)
+        assert got.costs == want.costs
+        full = fit(X, Y, start(dims, X), optimizer=make(), gram=False, **kw)
+        streamed = fit_stream(path, start(dims, X), optimizer=make(), chunk_size=25, **kw)
+        shared = fit_distributed(X, Y, start(dims, X), comm=None, optimizer=make(), **kw)
+        for run in (streamed, shared):
+            np.testing.assert_allclose(run.costs, full.costs, rtol=1e-12)
+            for k, v in full.parameters.items():
+                np.testing.assert_allclose(run.parameters[k], v, rtol=1e-9, atol=1e-13)
