@@ -93,23 +93,29 @@ class Reference:
                 P[k] = P[k] - lr * v_hat / (np.sqrt(s_hat) + 1e-8)
 
 
-def reference_run(X, Y, P, rule, epochs, *, batch_size=None, seed=1, lambd=0.0):
-    """Per-epoch costs (each batch's cost before its update, weighted by its size)."""
+def reference_run(X, Y, P, rule, epochs, *, batch_size=None, seed=1, lambd=0.0, keep_prob=1.0):
+    """Per-epoch costs (each batch's cost before its update, weighted by its size).
+
+    Batches: ``RandomState([seed, epoch]).permutation(m)`` cut in order; dropout masks of
+    batch k: ``RandomState([seed, epoch, k]).rand(n_l, m_k) < keep_prob``, layer by layer.
+    """
     P, m, costs = {k: np.array(v) for k, v in P.items()}, X.shape[1], []
+    sizes = [P[f"b{layer}"].shape[0] for layer in range(1, len(P) // 2)]
     for epoch in range(epochs):
-        order = (
-            np.arange(m)
-            if batch_size is None
-            else np.random.RandomState([seed, epoch]).permutation(m)
-        )
+        shuffled = np.random.RandomState([seed, epoch]).permutation(m) if batch_size else None
+        order = np.arange(m) if batch_size is None else shuffled
         size = m if batch_size is None else batch_size
         total = 0.0
-        for start in range(0, m, size):
+        for k, start in enumerate(range(0, m, size)):
             cols = order[start : start + size]
             x, y = X[:, cols], Y[:, cols]
-            As, Zs = forward(x, P)
+            masks = []
+            if keep_prob < 1:
+                rng = np.random.RandomState([seed, epoch, k])
+                masks = [(rng.rand(n, len(cols)) < keep_prob).astype(float) for n in sizes]
+            As, Zs = forward(x, P, masks, keep_prob)
             total += cost_of(As[-1], y, P, lambd) * (len(cols) / m)
-            rule.update(P, backward(y, P, As, Zs, lambd=lambd), epoch)
+            rule.update(P, backward(y, P, As, Zs, masks, keep_prob, lambd), epoch)
         costs.append(total)
     return costs, P
 
@@ -131,6 +137,12 @@ CASES = {
     "gd-l2-scheduled-decay-full-batch": (
         dict(learning_rate=0.0075, lambd=0.7, decay_rate=1.0, time_interval=40),
         ("gd", 0.0075, 1.0, 40), None, 200,
+    ),
+    "adam-dropout-minibatch": (
+        dict(optimizer="adam", learning_rate=0.0007, keep_prob=0.8), ("adam", 0.0007), 64, 40,
+    ),
+    "gd-dropout-l2-full-batch": (
+        dict(learning_rate=0.0075, keep_prob=0.85, lambd=0.2), ("gd", 0.0075), None, 100,
     ),
     "momentum-l2-full-batch": (
         dict(optimizer="momentum", learning_rate=0.0075, lambd=0.7, decay_rate=0.01),
@@ -159,7 +171,7 @@ def test_the_cat_data_runs_match_a_numpy_loop(real_data_dir, case, gram):
     keys = dict(zip(("kind", "lr", "decay_rate", "interval"), rule, strict=False))
     want, final = reference_run(
         X, Y, initialize_parameters_he(dims), Reference(**keys), epochs,
-        batch_size=batch_size, seed=3, lambd=lambd,
+        batch_size=batch_size, seed=3, lambd=lambd, keep_prob=options.get("keep_prob", 1.0),
     )  # fmt: skip
     np.testing.assert_allclose(costs, want, rtol=1e-12)
     assert costs[-1] < costs[0]
