@@ -94,6 +94,9 @@ def test_the_options_are_checked_and_a_resume_keeps_them(tmp_path, capsys):
         ("--decay-interval", "10"): "decay needs a decay_rate",
         ("--early-stopping", "--validation-fraction", "1.5"): "validation_fraction must be in",
         ("--early-stopping", "--patience", "0"): "patience",
+        ("--beta1", "0.8"): "--beta1 applies only with --optimizer adam",
+        ("--optimizer", "adam", "--beta", "0.8"): "--beta applies only with --optimizer momentum",
+        ("--patience", "3"): "--patience applies only with --early-stopping",
     }
     for options, text in bad.items():
         status = cli.main(["train", "--synthetic", "-n", "1", "--out", str(tmp_path / "x.npz"),

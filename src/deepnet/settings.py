@@ -110,9 +110,12 @@ class TrainSettings:
         }
 
 
-def train_settings(args: Any) -> TrainSettings:
+def train_settings(args: Any, *, command_line: bool = True) -> TrainSettings:
     """Check ``deepnet train``'s options (an object with its attributes) and fill in the
-    model's defaults."""
+    model's defaults. ``command_line``: also refuse options that would be ignored (a
+    checkpoint's stored settings hold every value, used or not)."""
+    if command_line:
+        check_unused_options(args)
     dims, init = MODELS[args.model]
     if args.layers is not None:
         dims = check_layer_dims(parse_layers(args.layers))
@@ -154,6 +157,24 @@ def train_settings(args: Any) -> TrainSettings:
     )
     settings.training_options()  # every hyper-parameter checked now, with the course's messages
     return settings
+
+
+# Options that only mean something beside another: (option, needs, the value it needs).
+DEPENDENT_OPTIONS = [
+    ("beta", "optimizer", "momentum"), ("beta1", "optimizer", "adam"),
+    ("beta2", "optimizer", "adam"), ("epsilon", "optimizer", "adam"),
+    ("validation_fraction", "early_stopping", True), ("patience", "early_stopping", True),
+]  # fmt: skip
+
+
+def check_unused_options(args: Any) -> None:
+    """Refuse an option that the others make meaningless (``--beta`` without momentum...):
+    it would be silently ignored."""
+    for name, needs, value in DEPENDENT_OPTIONS:
+        if getattr(args, name, None) is not None and getattr(args, needs, None) != value:
+            flag, other = name.replace("_", "-"), needs.replace("_", "-")
+            wanted = f"--{other}" if value is True else f"--{other} {value}"
+            raise InputError(f"--{flag} applies only with {wanted}; leave it out or add {wanted}")
 
 
 # The second course's settings, as ``deepnet train`` options of the same name (dashes).
@@ -243,7 +264,7 @@ def checkpoint_settings(checkpoint: Checkpoint, path: Path) -> TrainSettings:
         **{name: stored[name] for name in SECOND_COURSE if name in stored},
     )
     try:
-        settings = train_settings(options)
+        settings = train_settings(options, command_line=False)
     except InputError as exc:
         raise ModelFileError(
             f"{path}: the checkpoint holds settings deepnet refuses: {exc}"
