@@ -398,6 +398,8 @@ def test_model_functions_take_the_options_and_check_them():
         "patience": ({"early_stopping": True, "patience": 0}, "patience"),
         "fraction": ({"early_stopping": True, "validation_fraction": 1.0}, r"in \(0, 1\)"),
         "unknown": ({"momentum": 0.9}, "unknown option"),
+        "alone": ({"patience": 3}, "apply only with early_stopping=True"),
+        "beside": ({"early_stopping": EarlyStopping(), "tol": 0.1}, "object itself"),
     }
     for name, (options, text) in bad.items():
         with pytest.raises(InputError, match=text):

@@ -221,8 +221,9 @@ class TrainingOptions(TypedDict, total=False):
     ``epsilon``) or a :mod:`deepnet.optim` optimizer object; ``decay_rate``: the course's
     ``update_lr`` decay per iteration, by steps of ``time_interval`` iterations
     (``schedule_lr_decay``) if given; ``lambd``: L2; ``keep_prob``: inverted dropout on
-    the hidden layers; ``early_stopping`` (bool) with ``validation_fraction``, ``patience``
-    and ``tol`` (:mod:`deepnet.early_stopping`).
+    the hidden layers; ``early_stopping``: True with ``validation_fraction``, ``patience``
+    and ``tol``, or an :class:`~deepnet.early_stopping.EarlyStopping` (the parameters
+    returned are then the best on the held-out part).
     """
 
     optimizer: str | Optimizer
@@ -234,7 +235,7 @@ class TrainingOptions(TypedDict, total=False):
     time_interval: float | None
     lambd: float
     keep_prob: float
-    early_stopping: bool
+    early_stopping: bool | EarlyStopping
     validation_fraction: float
     patience: int
     tol: float
@@ -247,10 +248,19 @@ def training_options(learning_rate: float, seed: int, **options: Any) -> dict[st
     if unknown:
         raise InputError(f"unknown option(s) {', '.join(unknown)}; the training options are "
                          f"{', '.join(TrainingOptions.__annotations__)}")  # fmt: skip
-    rule = None
-    if options.get("early_stopping", False):
-        rule = EarlyStopping(options.get("validation_fraction", 0.1),
-                             options.get("patience", 10), options.get("tol", 1e-4))  # fmt: skip
+    rule, asked = None, options.get("early_stopping", False)
+    details = {k: options[k] for k in ("validation_fraction", "patience", "tol") if k in options}
+    if isinstance(asked, EarlyStopping):
+        if details:
+            raise InputError("pass validation_fraction, patience and tol to the EarlyStopping "
+                             "object itself, not beside it")  # fmt: skip
+        rule = asked
+    elif asked is True:
+        rule = EarlyStopping(**details)
+    elif asked is not False:
+        raise InputError(f"early_stopping must be True, False or an EarlyStopping, got {asked!r}")
+    elif details:
+        raise InputError(f"{', '.join(details)} apply only with early_stopping=True")
     optimizer = options.get("optimizer", "gd")
     hyper = {k: options[k] for k in ("beta", "beta1", "beta2", "epsilon", "decay_rate",
                                       "time_interval") if k in options}  # fmt: skip
