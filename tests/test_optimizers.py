@@ -251,8 +251,8 @@ def test_the_gram_path_stays_exact_for_what_keeps_w1_linear(backend, name, reg):
                                    atol=1e-12, err_msg=k)  # fmt: skip
 
 
-def test_adam_declines_the_gram_path_and_the_cuda_step():
-    X, Y = data()
+def test_adam_declines_the_gram_path_and_the_cuda_step(backend):
+    X, Y = (backend.asarray(a) for a in data())
     params = like(draw_parameters([40, 4, 1], "he", 1), X)
     assert isinstance(memory_source(params, X, Y, Adam(0.01), iterations_left=100), MemorySteps)
     with pytest.raises(InputError, match="Gram path cannot run"):
