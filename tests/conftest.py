@@ -159,6 +159,7 @@ def _load(namespace: str, device: str, dtype: str) -> Backend:
 # of the grid only (every library and device), until they say what float32 should meet.
 FLOAT64_ONLY_MODULES = {
     "test_distributed", "test_fastpath", "test_blocked_step", "test_course_tools",
+    "test_optimizers", "test_engine", "test_gram_batches",
 }  # fmt: skip
 
 

@@ -175,6 +175,9 @@ def test_a_checkpoint_holds_the_whole_run(stopped, data):
         "model": "L-layer", "layer_dims": [12288, 4, 1], "learning_rate": 0.01,
         "num_iterations": 60, "dtype": "float64", "seed": 1, "init": "lecun",
         "batch_size": None, "record_every": 10, "print_every": 0, "hidden": "relu",
+        "optimizer": "gd", "beta": 0.9, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
+        "decay_rate": None, "decay_interval": None, "lambd": 0.0, "keep_prob": 1.0,
+        "early_stopping": False, "validation_fraction": 0.1, "patience": 10,
     }  # fmt: skip
     dataset = load_dataset(data)
     assert point.data["fingerprint"] == fingerprint(dataset.train_x, dataset.train_y)
@@ -295,7 +298,7 @@ def _edit_record(path: Path, change) -> None:
     ("change", "message"),
     [
         (lambda p: p.settings.update(learning_rate="fast"), "learning_rate setting"),
-        (lambda p: p.settings.update(init="zeros"), "init 'zeros' is unknown"),
+        (lambda p: p.settings.update(init="xavier"), "init 'xavier' is unknown"),
         (lambda p: p.settings.update(layer_dims=[12288, 5, 1]), "do not match its parameters"),
         (lambda p: p.settings.update(learning_rate=-1.0), "learning_rate must be"),
         (lambda p: setattr(p, "iteration", 99), "outside its run of 60"),

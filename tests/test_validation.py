@@ -41,7 +41,7 @@ def train(X, Y, dims=(4, 3, 1), **kw):
         (lambda X, Y: train(X, Y, dtype="float16"), deepnet.InputError, "float64, float32"),
         (lambda X, Y: train(X, Y, device="tpu"), deepnet.DeviceError, "valid devices"),
         (lambda X, Y: two_layer_model(X, Y, (4, 1)), deepnet.InputError, "n_x, n_h, n_y"),
-        (lambda X, Y: train(X, Y, init="zeros"), deepnet.InputError, "small, lecun"),
+        (lambda X, Y: train(X, Y, init="xavier"), deepnet.InputError, "small, lecun"),
     ],
 )
 def test_bad_training_input(make, error, message):

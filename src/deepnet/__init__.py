@@ -145,3 +145,10 @@ __all__ += [
     "update_parameters_with_momentum",
     "vector_to_dictionary",
 ]
+
+# The same tools through the engine (two_layer_model, L_layer_model, fit, deepnet train).
+from deepnet.early_stopping import EarlyStopping  # noqa: E402
+from deepnet.optim import GradientDescent  # noqa: E402
+from deepnet.optimizers import Adam, Decay, Momentum  # noqa: E402
+
+__all__ += ["Adam", "Decay", "EarlyStopping", "GradientDescent", "Momentum"]

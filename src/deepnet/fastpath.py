@@ -27,7 +27,8 @@ import array_api_compat
 
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
-from deepnet.optim import GradientDescent, Optimizer
+from deepnet.optim import GradientDescent, Optimizer, input_step
+from deepnet.regularization import NONE, Regularization
 from deepnet.step import in_course_order, input_product, step_above_input
 
 Array = Any
@@ -64,11 +65,15 @@ def use_gram(gram: bool | None, X: Array, batch_size: int | None, n1: int, itera
     return bool(gram)
 
 
-def supports(network: Any, optimizer: Optimizer) -> bool:
-    """True when the Gram path is exact for this network and optimizer.
+def supports(network: Any, optimizer: Optimizer, reg: Regularization = NONE) -> bool:
+    """True when the Gram path is exact for this network, optimizer and regularisation.
 
-    Any hidden activation works (only the first layer's linear part is tracked); the
-    optimizer must keep W1's change of the form ``-H @ X.T`` (``keeps_input_update_linear``).
+    Any hidden activation works (only the first layer's linear part is tracked), and so
+    does dropout on the hidden layers (it acts on A1 and above; ``P = W1 @ X`` is the same)
+    and L2 (W1's share of it is ``decay * W1``, and ``||W1||^2`` follows from P). The
+    optimizer must keep W1's change of the form ``decay * W1 - H @ X.T``
+    (``keeps_input_update_linear``: gradient descent, momentum, decays; not Adam). Dropout
+    on the input would change X at every step: deepnet never applies it there.
     """
     return bool(getattr(optimizer, "keeps_input_update_linear", False))
 
@@ -83,9 +88,15 @@ class GramFirstLayer:
     """
 
     def __init__(
-        self, W1: Array, X: Array, learning_rate: float | None = None, resume: dict | None = None
+        self,
+        W1: Array,
+        X: Array,
+        learning_rate: float | None = None,
+        resume: dict | None = None,
+        *,
+        norms: bool = False,
     ) -> None:
-        xp = array_namespace(W1, X)
+        xp = self.xp = array_namespace(W1, X)
         self.X, self.learning_rate = X, learning_rate
         self.K = X.T @ X  # (m, m), once per run
         if resume is not None:
@@ -95,6 +106,18 @@ class GramFirstLayer:
             self.W1_start, self.alpha = W1, 1.0
             self.P = input_product(W1, X)
             self.H_sum = xp.zeros_like(self.P)
+        if norms:  # for L2: ||W1||^2 from P, without W1 (the same product as P's start)
+            self.P_start = input_product(self.W1_start, X)
+            self.start_squared = xp.sum(self.W1_start * self.W1_start)
+
+    def squared_norm(self) -> Array:
+        """``sum(W1 * W1)`` without forming W1 (``norms=True``), a 0-d array.
+
+        W1 = a W0 - S X.T with P = W1 X = a P0 - S K gives
+        ``||W1||^2 = a^2 ||W0||^2 - a sum(S * P0) - sum(S * P)``: n1 x m work, not n1 x n_x.
+        """
+        xp, a, S = self.xp, self.alpha, self.H_sum
+        return a * a * self.start_squared - a * xp.sum(S * self.P_start) - xp.sum(S * self.P)
 
     def step(self, H: Array, decay: float = 1.0) -> None:
         """Apply W1 <- decay * W1 - H @ X.T, in P's terms."""
@@ -131,16 +154,19 @@ class GramSteps:
         *,
         hidden: str = "relu",
         resume: dict[str, Any] | None = None,
+        reg: Regularization = NONE,
     ) -> None:
         if not isinstance(optimizer, Optimizer):
             optimizer = GradientDescent(optimizer)
-        if not supports(None, optimizer):
+        if not supports(None, optimizer, reg):
             raise InputError(f"the Gram path cannot run {optimizer!r}; use gram=False")
         resume = resume or {}
         self.rest = dict(parameters)
         gram = {k[5:]: v for k, v in resume.items() if k.startswith("gram.")}
-        self.first = GramFirstLayer(self.rest.pop("W1"), X, resume=gram or None)
-        self.Y, self.optimizer, self.hidden = Y, optimizer, hidden
+        self.first = GramFirstLayer(self.rest.pop("W1"), X, resume=gram or None,
+                                    norms=bool(reg.lambd))  # fmt: skip
+        self.Y, self.optimizer, self.hidden, self.reg = Y, optimizer, hidden, reg
+        self.weight = reg.lambd / X.shape[1] if reg.lambd else 0.0
         self.opt_state = {k[4:]: v for k, v in resume.items() if k.startswith("opt.")}
         if not self.opt_state:
             self.opt_state = optimizer.init_state(parameters)
@@ -148,10 +174,12 @@ class GramSteps:
     def run(self, iteration: int) -> Array:
         """One full-batch step; returns its cost (before the update)."""
         params = {**self.rest, "W1": None}
+        squared = self.first.squared_norm() if self.reg.lambd else None
         rest, G, cost, state = step_above_input(
-            params, self.first.P, self.Y, self.optimizer, self.opt_state, iteration, self.hidden
-        )
-        H, decay, self.opt_state = self.optimizer.input_step(G, state, iteration)  # type: ignore[attr-defined]
+            params, self.first.P, self.Y, self.optimizer, self.opt_state, iteration, self.hidden,
+            reg=self.reg, w1_squared=squared,
+        )  # fmt: skip
+        H, decay, self.opt_state = input_step(self.optimizer, G, state, iteration, self.weight)
         self.first.step(H, decay)
         self.rest = rest
         return cost

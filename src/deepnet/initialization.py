@@ -15,10 +15,13 @@ import numpy as np
 from deepnet.backend import to_device
 from deepnet.errors import InputError
 
-Init = Literal["small", "lecun"]
+Init = Literal["small", "lecun", "zeros", "random", "he"]
 INITS: dict[str, str] = {
     "small": "randn * 0.01, as in the step-by-step notebook and the two-layer model",
     "lecun": "randn / sqrt(n_prev), as in the application notebook's L-layer model",
+    "zeros": "all zeros: the second course's example of a failed symmetry break",
+    "random": "randn * 10: the second course's example of too large weights",
+    "he": "randn * sqrt(2 / n_prev): He initialisation, for ReLU layers",
 }
 
 
@@ -39,15 +42,26 @@ def check_layer_dims(layer_dims: Sequence[int]) -> list[int]:
 
 
 def draw_parameters(layer_dims: Sequence[int], init: Init = "small", seed: int = 1) -> dict:
-    """Host (NumPy float64) parameters W1, b1, ..., drawn in layer order."""
+    """Host (NumPy float64) parameters W1, b1, ..., drawn in layer order from
+    ``RandomState(seed)`` (``he`` and ``random`` with seed 3 are the second course's
+    ``initialize_parameters_he`` / ``_random`` bit for bit)."""
     dims = check_layer_dims(layer_dims)
     if init not in INITS:
         raise InputError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
     rng = np.random.RandomState(seed)
     parameters = {}
     for layer in range(1, len(dims)):
-        W = rng.randn(dims[layer], dims[layer - 1])
-        W = W * 0.01 if init == "small" else W / np.sqrt(dims[layer - 1])
+        shape, n_prev = (dims[layer], dims[layer - 1]), dims[layer - 1]
+        if init == "zeros":
+            W = np.zeros(shape)
+        elif init == "small":
+            W = rng.randn(*shape) * 0.01
+        elif init == "lecun":
+            W = rng.randn(*shape) / np.sqrt(n_prev)
+        elif init == "random":
+            W = rng.randn(*shape) * 10  # course_tools.initialize_parameters_random's draw
+        else:
+            W = rng.randn(*shape) * np.sqrt(2.0 / n_prev)  # initialize_parameters_he's draw
         parameters[f"W{layer}"] = W
         parameters[f"b{layer}"] = np.zeros((dims[layer], 1))
     return parameters

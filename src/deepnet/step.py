@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from deepnet.backend import array_namespace
+from deepnet.course_updates import l2_gradient
 from deepnet.kernels import num_layers, sigmoid
-from deepnet.optim import Optimizer, State
+from deepnet.optim import Optimizer, State, input_step
+from deepnet.regularization import NONE, Regularization
 from deepnet.spec import activation
 
 Array = Any
@@ -48,37 +50,67 @@ def input_product(W1: Array, X: Array) -> Array:
 
 
 def backward_above_input(
-    parameters: dict[str, Array], P1: Array, Y: Array, m: int | None = None, hidden: str = "relu"
+    parameters: dict[str, Array],
+    P1: Array,
+    Y: Array,
+    m: int | None = None,
+    hidden: str = "relu",
+    *,
+    reg: Regularization = NONE,
+    masks: list[Array] | None = None,
+    w1_squared: Array | None = None,
 ) -> tuple[dict[str, Array], Array, Array]:
     """Forward, cost and backward of everything but dW1, given ``P1 = W1 @ X``.
 
     Returns ``(grads, G1, cost)``: dW2, ..., dWL and db1, ..., dbL; the first layer's
-    ``dZ1 / m`` (so that ``dW1 = G1 @ X.T``); and the cost before the step as a 0-d array.
-    Every gradient and the cost are sums over the examples divided by ``m`` (default: P1's
-    number of columns; a shard passes the whole data set's, so the pieces add up).
+    ``dZ1 / m`` (so that ``dW1 = G1 @ X.T``, plus ``lambd / m * W1`` with L2); and the cost
+    before the step as a 0-d array. Every gradient and the cost are sums over the examples
+    divided by ``m`` (default: P1's number of columns; a shard passes the whole data set's,
+    so the pieces add up).
     No dA is formed for the input layer, the hidden activation's derivative is taken from
     its output (``hidden``: a name of :data:`deepnet.spec.ACTIVATIONS`; ReLU masks come
     from the activations), the output layer's dZ is ``AL - Y`` directly, and 1/m is applied
     once, to the smallest array.
+
+    ``reg`` (:mod:`deepnet.regularization`): with ``lambd`` the cost gains the L2 term (W1's
+    part from ``w1_squared`` = sum(W1 * W1), which the caller computes: W1 is not here) and
+    each dW_l gains ``lambd / m * W_l``; with dropout, ``masks`` (one 0/1 array per hidden
+    layer) are applied forward and backward as inverted dropout.
     """
     xp = array_namespace(P1, Y)
     act = activation(hidden)
     L = num_layers(parameters)
     m = P1.shape[1] if m is None else m
+    keep_prob = reg.keep_prob
     Z = P1 + parameters["b1"]
-    kept = []  # A1 .. A(L-1)
+    kept, outputs = [], []  # A1 .. A(L-1) as the next layer sees them; before dropout
     for layer in range(2, L + 1):
-        kept.append(act.forward(Z))
-        Z = parameters[f"W{layer}"] @ kept[-1] + parameters[f"b{layer}"]
+        A = act.forward(Z)
+        outputs.append(A)
+        if masks:
+            A = A * masks[layer - 2] / keep_prob
+        kept.append(A)
+        Z = parameters[f"W{layer}"] @ A + parameters[f"b{layer}"]
     AL, _ = sigmoid(Z)
     # -[Y log(AL) + (1-Y) log(1-AL)] == log(1 + e^Z) - Y Z, finite even when AL is 0 or 1.
     cost = xp.sum(xp.logaddexp(Z, 0.0) - Y * Z) / m
+    if reg.lambd:
+        total = w1_squared
+        for layer in range(2, L + 1):
+            W = parameters[f"W{layer}"]
+            total = total + xp.sum(W * W)
+        cost = cost + 1.0 / m * reg.lambd / 2 * total  # course_tools.l2_cost's order
     dZ = (AL - Y) / m
     grads = {}
     for layer in range(L, 1, -1):
         A_prev = kept[layer - 2]
-        dZ_prev = act.from_a(parameters[f"W{layer}"].T @ dZ, A_prev)
-        grads[f"dW{layer}"] = dZ @ A_prev.T
+        dA_prev = parameters[f"W{layer}"].T @ dZ
+        if masks:
+            dA_prev = dA_prev * masks[layer - 2] / keep_prob
+        dZ_prev = act.from_a(dA_prev, outputs[layer - 2])
+        dW = dZ @ A_prev.T
+        grads[f"dW{layer}"] = l2_gradient(dW, parameters[f"W{layer}"], reg.lambd, m) if (
+            reg.lambd) else dW  # fmt: skip
         grads[f"db{layer}"] = xp.sum(dZ, axis=1, keepdims=True)
         dZ = dZ_prev
     grads["db1"] = xp.sum(dZ, axis=1, keepdims=True)
@@ -93,13 +125,21 @@ def step_above_input(
     state: State,
     iteration: int,
     hidden: str = "relu",
+    *,
+    reg: Regularization = NONE,
+    batch: int = 0,
+    w1_squared: Array | None = None,
 ) -> tuple[dict[str, Array], Array, Array, State]:
     """:func:`backward_above_input`, then the optimizer's update of every parameter but W1.
 
     Returns ``(new parameters but W1, G1, cost, new state)``; W1 is the caller's (its
-    gradient is ``G1 @ X.T``, or whatever the Gram path tracks instead).
+    gradient is ``G1 @ X.T`` plus ``reg.lambd / m * W1``, or whatever the Gram path tracks
+    instead). Dropout masks are drawn for (``iteration``, ``batch``).
     """
-    grads, G1, cost = backward_above_input(parameters, P1, Y, None, hidden)
+    masks = reg.device_masks(parameters, P1, iteration, batch) if reg.keep_prob < 1 else None
+    grads, G1, cost = backward_above_input(
+        parameters, P1, Y, None, hidden, reg=reg, masks=masks, w1_squared=w1_squared
+    )
     rest = {k: v for k, v in parameters.items() if k != "W1"}
     updated, state = optimizer.update(rest, grads, state, iteration)
     return updated, G1, cost, state
@@ -114,26 +154,38 @@ def optimizer_step(
     iteration: int,
     hidden: str = "relu",
     fixed_input: bool = False,
+    *,
+    reg: Regularization = NONE,
+    batch: int = 0,
 ) -> tuple[dict[str, Array], Array, State]:
     """One step of ``optimizer`` on (X, Y): ``(new parameters, cost before it, new state)``.
 
     Where the optimizer's factored W1 update is exact (:mod:`deepnet.optim`: always with
     ``factored_per_batch``; with ``keeps_input_update_linear`` when ``fixed_input``, X being
     the same at every step), W1 moves by ``decay * W1 - H1 @ X.T`` and no 12288-wide
-    gradient is formed; otherwise ``dW1 = G1 @ X.T`` goes through ``optimizer.update``.
+    gradient is formed; otherwise ``dW1 = G1 @ X.T`` (+ the L2 term) goes through
+    ``optimizer.update``. ``reg`` adds L2 and dropout (masks drawn for ``iteration`` and
+    ``batch``, the mini-batch's index in its epoch).
     """
+    xp = array_namespace(X, Y)
     W1 = parameters["W1"]
     P1 = input_product(W1, X)
+    m = X.shape[1]
+    masks = reg.device_masks(parameters, P1, iteration, batch) if reg.keep_prob < 1 else None
+    grads, G1, cost = backward_above_input(
+        parameters, P1, Y, None, hidden, reg=reg, masks=masks,
+        w1_squared=xp.sum(W1 * W1) if reg.lambd else None,
+    )  # fmt: skip
     if optimizer.factored_per_batch or (fixed_input and optimizer.keeps_input_update_linear):
-        updated, G1, cost, state = step_above_input(
-            parameters, P1, Y, optimizer, state, iteration, hidden
-        )
-        H1, decay, state = optimizer.input_step(G1, state, iteration)  # type: ignore[attr-defined]
+        rest = {k: v for k, v in parameters.items() if k != "W1"}
+        updated, state = optimizer.update(rest, grads, state, iteration)
+        weight = reg.lambd / m if reg.lambd else 0.0
+        H1, decay, state = input_step(optimizer, G1, state, iteration, weight)
         W1 = W1 if decay == 1 else decay * W1
         updated["W1"] = W1 - H1 @ X.T  # X.T is a view: no copy
         return in_course_order(updated), cost, state
-    grads, G1, cost = backward_above_input(parameters, P1, Y, None, hidden)
-    grads["dW1"] = G1 @ X.T
+    dW1 = G1 @ X.T
+    grads["dW1"] = l2_gradient(dW1, W1, reg.lambd, m) if reg.lambd else dW1
     updated, state = optimizer.update(parameters, grads, state, iteration)
     return in_course_order(updated), cost, state
 

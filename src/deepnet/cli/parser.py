@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepnet import __version__, backend
+from deepnet.cli.course_options import add_course_options
 from deepnet.cli.info import info_command, make_data_command
 from deepnet.cli.options import DEFAULT_CHECKPOINT_SECONDS, DEFAULT_LENGTH, GRAM
 from deepnet.cli.runs import DEFAULT_OUT
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the hidden layers' activation (default: relu)",
     )
     device_option(train)
+    add_course_options(train, Given)
     train.add_argument(
         "--batch-size",
         type=int,

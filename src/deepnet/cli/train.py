@@ -56,9 +56,10 @@ def run_training(
     given. ``hooks`` (checkpoint_every, on_checkpoint, should_stop) go to the loop."""
     return train(
         data.train_x, data.train_y, settings.layer_dims, init=settings.init, seed=settings.seed,
-        learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
+        learning_rate=None, num_iterations=settings.num_iterations,
         device=device, dtype=settings.dtype, start=start, batch_size=settings.batch_size,
         record_every=settings.record_every, callback=callback, hidden=settings.hidden, **hooks,
+        **settings.training_options(),
     )  # fmt: skip
 
 
@@ -122,7 +123,8 @@ class StreamRun:
 
         return fit_stream(
             self.file, device_state(settings, device, start),
-            learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
+            optimizer=settings.training_options()["optimizer"],
+            num_iterations=settings.num_iterations,
             hidden=settings.hidden, batch_size=settings.batch_size, seed=settings.seed,
             record_every=settings.record_every, **hooks,
         )  # fmt: skip
@@ -159,7 +161,8 @@ class DistributedRun(MemoryRun):
         reducer = distributed.Allreduce(comm, X, "auto")
         return distributed.fit_distributed(
             X, Y, device_state(settings, device, start), comm=comm, m_total=m,
-            learning_rate=settings.learning_rate, num_iterations=settings.num_iterations,
+            optimizer=settings.training_options()["optimizer"],
+            num_iterations=settings.num_iterations,
             hidden=settings.hidden, record_every=settings.record_every, reducer=reducer, **hooks,
         )  # fmt: skip
 
@@ -208,6 +211,11 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
     stream = stream_path(args, resume)
     if stream is not None and (args.data is not None or args.synthetic):
         raise InputError("--stream FILE is the training data; leave out --data/--synthetic")
+    if (comm is not None or stream is not None) and not settings.plain:
+        raise InputError(
+            "--lambd, --keep-prob and --early-stopping train in memory; leave them out with "
+            "--stream or --distributed (the optimizers and decays work there)"
+        )
     if comm is not None:
         if settings.batch_size is not None:
             raise InputError("--distributed trains full batch; leave out --batch-size")
@@ -263,6 +271,8 @@ def train_command(args: argparse.Namespace) -> int:
             f"{settings.init}, {settings.dtype}, learning rate {settings.learning_rate}, "
             f"{length}; {settings.hidden} hidden layers, {run.mode}"
         )
+        if settings.describe():
+            print(f"training: {settings.describe()}")
     start = resume.state if resume is not None else None
     unit = options.unit(settings.batch_size)
     if start is not None and root:
@@ -395,11 +405,14 @@ def save_run(setup: Setup, state: TrainState, seconds: float, extra: dict[str, A
         "device": setup.device, "data": run.source, "synthetic": run.synthetic,
         "seconds": round(seconds, 3), **accuracy, **extra,
     }  # fmt: skip
+    if state.early_stopping is not None:
+        model.training["early_stopping_result"] = state.early_stopping
     save_model(model, setup.out)
     from deepnet.plots import cost_curve_png  # matplotlib, only here
 
     width, height = cost_curve_png(model.costs, setup.plot, **plot_options(settings, run, scores))
-    lines = [
+    lines = [] if state.early_stopping is None else [early_stop_line(state)]
+    lines += [
         f"trained in {seconds:.1f} s; saved the model to {setup.out}",
         f"cost curve: {setup.plot} ({width}x{height} pixels)",
     ]
@@ -408,3 +421,12 @@ def save_run(setup: Setup, state: TrainState, seconds: float, extra: dict[str, A
     else:
         lines += [f"{split} accuracy: {scores[split].summary()}" for split in ("train", "test")]
     return "\n".join(lines)
+
+
+def early_stop_line(state: TrainState) -> str:
+    """What early stopping did, in one line."""
+    info = state.early_stopping or {}
+    how = (f"stopped after iteration {state.iteration - 1}" if info.get("stopped")
+           else "ran every iteration")  # fmt: skip
+    return (f"early stopping: {how}; kept the parameters of iteration {info['best_iteration']} "
+            f"(validation accuracy {info['best_validation_accuracy']:.4f})")  # fmt: skip

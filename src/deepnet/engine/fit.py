@@ -45,6 +45,8 @@ class TrainState:
     iteration: int = 0
     stopped_early: bool = False  # True when should_stop() ended the run before the last iteration
     resume: dict[str, Any] = field(default_factory=dict)
+    # Set by early stopping (deepnet.early_stopping.Watch.summary): best iteration, scores.
+    early_stopping: dict[str, Any] | None = None
 
 
 class StepSource(Protocol):

@@ -21,6 +21,7 @@ from deepnet import cuda_step, fastpath
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
 from deepnet.optim import Optimizer, State, is_plain_gd
+from deepnet.regularization import NONE, Regularization
 from deepnet.step import optimizer_step
 
 Array = Any
@@ -50,10 +51,11 @@ def take_columns(xp: Any, X: Array, cols: Array) -> Array:
     return xp.take(X, cols, axis=1)
 
 
-def cuda_supports(hidden: str, optimizer: Optimizer) -> bool:
+def cuda_supports(hidden: str, optimizer: Optimizer, reg: Regularization = NONE) -> bool:
     """True when the fused CUDA step computes this step: ReLU hidden layers, sigmoid output,
-    plain gradient descent (what :mod:`deepnet.cuda_step` implements)."""
-    return hidden == "relu" and is_plain_gd(optimizer)
+    plain gradient descent without decay, L2 or dropout (what :mod:`deepnet.cuda_step`
+    implements); everything else takes the generic step."""
+    return hidden == "relu" and is_plain_gd(optimizer) and reg.plain
 
 
 def split_resume(resume: dict[str, Any]) -> State:
@@ -71,21 +73,29 @@ class ParameterSteps:
         optimizer: Optimizer,
         hidden: str = "relu",
         resume: dict | None = None,
+        reg: Regularization = NONE,
     ) -> None:
         self.params, self.optimizer, self.hidden = parameters, optimizer, hidden
+        self.reg = reg
         self.state = split_resume(resume or {}) or optimizer.init_state(parameters)
 
-    def step(self, X: Array, Y: Array, iteration: int, fixed_input: bool = False) -> Array:
+    def step(
+        self, X: Array, Y: Array, iteration: int, fixed_input: bool = False, batch: int = 0
+    ) -> Array:
         """One step on (X, Y), returning its cost: the fused CUDA step where
         :func:`cuda_supports` says it computes this step, else the generic one
-        (``fixed_input``: X is the same at every step, as at full batch)."""
-        if cuda_supports(self.hidden, self.optimizer) and cuda_step.accepts(self.params, X, Y):
+        (``fixed_input``: X is the same at every step, as at full batch; ``batch``: the
+        mini-batch's index in its epoch, for dropout's masks)."""
+        if cuda_supports(self.hidden, self.optimizer, self.reg) and cuda_step.accepts(
+            self.params, X, Y
+        ):
             lr = self.optimizer.learning_rate  # type: ignore[attr-defined]
             self.params, cost = cuda_step.cuda_train_step(self.params, X, Y, lr)
             return cost
         self.params, cost, self.state = optimizer_step(
-            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden, fixed_input
-        )
+            self.params, X, Y, self.optimizer, self.state, iteration, self.hidden, fixed_input,
+            reg=self.reg, batch=batch,
+        )  # fmt: skip
         return cost
 
     def mark(self) -> dict[str, Array]:
@@ -118,8 +128,9 @@ class MemorySteps(ParameterSteps):
         batch_size: int | None = None,
         seed: int = 1,
         resume: dict[str, Any] | None = None,
+        reg: Regularization = NONE,
     ) -> None:
-        super().__init__(parameters, optimizer, hidden, resume)
+        super().__init__(parameters, optimizer, hidden, resume, reg)
         self.X, self.Y, self.batch_size, self.seed = X, Y, batch_size, seed
 
     def run(self, iteration: int) -> Array:
@@ -130,10 +141,10 @@ class MemorySteps(ParameterSteps):
             return self.step(X, Y, iteration, fixed_input=True)
         xp = array_namespace(X, Y)
         cost = 0.0
-        for idx in batches:
+        for k, idx in enumerate(batches):
             cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
             Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
-            cost = cost + self.step(Xb, Yb, iteration) * (len(idx) / m)
+            cost = cost + self.step(Xb, Yb, iteration, batch=k) * (len(idx) / m)
         return cost
 
 
@@ -152,13 +163,14 @@ def memory_source(
     (``gram``: None automatic, True wherever valid, False never), else :class:`MemorySteps`.
 
     A resumed Gram run (``gram.*`` arrays in ``resume``) continues on the Gram path,
-    exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed) are
+    exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed, reg) are
     :class:`MemorySteps`'.
     """
     resume = resume or {}
     hidden, batch_size = step_options.get("hidden", "relu"), step_options.get("batch_size")
+    reg = step_options.get("reg", NONE)
     n1 = parameters["W1"].shape[0]
-    supported = fastpath.supports(None, optimizer)
+    supported = fastpath.supports(None, optimizer, reg)
     if gram and not supported:
         raise InputError(
             f"gram=True: the Gram path cannot run {optimizer!r} (its W1 update is not of the "
@@ -169,6 +181,7 @@ def memory_source(
     else:
         wanted = iterations_left > 0 and fastpath.use_gram(gram, X, batch_size, n1, iterations_left)
     if wanted and supported:
-        return fastpath.GramSteps(parameters, X, Y, optimizer, hidden=hidden, resume=resume)
+        return fastpath.GramSteps(parameters, X, Y, optimizer, hidden=hidden, resume=resume,
+                                  reg=reg)  # fmt: skip
     resume = {k: v for k, v in resume.items() if not k.startswith("gram.")}
     return MemorySteps(parameters, X, Y, optimizer, resume=resume, **step_options)
