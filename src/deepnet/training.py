@@ -17,7 +17,7 @@ from deepnet.backend import array_namespace, device_of, is_host_array, to_device
 from deepnet.engine.fit import LoopOptions, StepSource, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order, memory_source, take_columns
 from deepnet.errors import InputError
-from deepnet.initialization import Init, check_layer_dims, draw_parameters
+from deepnet.initialization import Init, check_network, draw_parameters
 from deepnet.optim import GradientDescent, Optimizer, state_on
 from deepnet.validation import check_count, check_examples, check_float_array
 
@@ -140,7 +140,7 @@ def train(
     (optimizer, hidden activation, batch size, recording, callback, checkpoint and stop
     hooks, ``gram``).
     """
-    dims = check_layer_dims(layers_dims)
+    dims = check_network(layers_dims, dtype)
     check_float_array(X, "X")  # before the cast: integer pixels must be scaled by the caller
     X, Y = prepare(X, Y, device, dtype)
     check_examples(X, Y, dims[0])
