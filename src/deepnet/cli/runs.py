@@ -146,12 +146,10 @@ def refuse_non_checkpoint(args: argparse.Namespace) -> None:
         load_checkpoint(path)  # raises ModelFileError naming what the file is instead
 
 
-def lock_checkpoint(args: argparse.Namespace) -> tuple[tuple[str, str], CheckpointLock]:
-    """Check the checkpoint's path as an output and lock it before reading or creating it;
-    returns its (label, path as given) and the lock."""
+def lock_checkpoint(args: argparse.Namespace) -> CheckpointLock:
+    """A resumed run's checkpoint, checked as an output and locked before it is read."""
     label, given = checkpoint_target(args)
-    target = check_outputs({label: (given, "checkpoint")})[label].path
-    return (label, given), CheckpointLock(target).acquire()
+    return CheckpointLock(check_outputs({label: (given, "checkpoint")})[label].path).acquire()
 
 
 def training_inputs(

@@ -26,6 +26,7 @@ from deepnet.cli.common import Progress, StopRequest, device_line, quote
 from deepnet.cli.runs import (
     Resume,
     check_same_data,
+    checkpoint_target,
     file_fingerprint,
     lock_checkpoint,
     refuse_non_checkpoint,
@@ -217,28 +218,34 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
     """Check the options, the outputs and the inputs, lock the checkpoint, then load or open
     the data: everything that can be refused is refused before any work.
 
-    Under MPI, rank 0 alone checks the outputs and takes the lock; the caller runs this on
-    every rank inside :func:`deepnet.distributed.agree`, so a refusal on any rank reaches all.
+    The checkpoint is locked before it is read (``--resume``) or created. Under MPI, rank 0
+    alone checks the outputs and takes the lock; the caller runs this on every rank inside
+    :func:`deepnet.distributed.agree`, so a refusal on any rank reaches all.
     """
     if args.checkpoint_every < 1:
         raise InputError(f"--checkpoint-every must be at least 1, got {args.checkpoint_every}")
     root = comm is None or comm.Get_rank() == 0
+    settings = train_settings(args) if args.resume is None else None  # the options first
     lock = None
-    if root:
-        if args.resume is not None:
-            refuse_non_checkpoint(args)
-        target, lock = lock_checkpoint(args)
     try:
-        return _setup(args, comm, lock, target if root else None)
+        if root and args.resume is not None:
+            refuse_non_checkpoint(args)
+            lock = lock_checkpoint(args)
+        return _setup(args, comm, settings, lock)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
 
 
-def _setup(args: argparse.Namespace, comm: Any, lock: CheckpointLock | None, target: Any) -> Setup:
+def _setup(
+    args: argparse.Namespace, comm: Any, settings: TrainSettings | None, lock: CheckpointLock | None
+) -> Setup:
+    root = comm is None or comm.Get_rank() == 0
     resume = resume_point(args) if args.resume is not None else None
-    settings = resume.settings if resume is not None else train_settings(args)
+    if resume is not None:
+        settings = resume.settings
+    assert settings is not None  # fresh: checked by setup_run
     if resume is not None and "print_every" in getattr(args, "given", set()):
         check_print_every(args.print_every, settings.record_every)  # display only: allowed
         settings = replace(settings, print_every=args.print_every)
@@ -250,9 +257,11 @@ def _setup(args: argparse.Namespace, comm: Any, lock: CheckpointLock | None, tar
         raise InputError("--distributed trains full batch; leave out --batch-size")
     inputs = training_inputs(args, resume, stream)
     outs, notices = {}, []
-    if target is not None:  # rank 0: every output, against each other and the inputs
-        outs = train_outputs(args, resume, target, inputs)
+    if root:  # every output, against each other and the inputs
+        outs = train_outputs(args, resume, checkpoint_target(args), inputs)
         checkpoint = outs["checkpoint"]
+        if lock is None:  # a fresh run: locked before its checkpoint is looked at
+            lock = CheckpointLock(checkpoint.path).acquire()
         if checkpoint.replaces is not None and (
             resume is None or not os.path.samefile(resume.path, checkpoint.path)
         ):
@@ -263,14 +272,19 @@ def _setup(args: argparse.Namespace, comm: Any, lock: CheckpointLock | None, tar
             )
         notices = [o.notice for key, o in outs.items() if o.notice and key != "checkpoint"]
         for o in outs.values():
-            clean_stale_temporaries(o.path)  # left by a run killed while writing
-    if comm is not None:
-        run: Any = (DistributedRun(args, resume, comm) if stream is None
-                    else DistributedFileRun(stream, resume, comm))  # fmt: skip
-    elif stream is not None:
-        run = StreamRun(stream, resume)
-    else:
-        run = MemoryRun(args, resume)
+            clean_stale_temporaries(o.path)  # left by a run killed while writing it
+    try:
+        if comm is not None:
+            run: Any = (DistributedRun(args, resume, comm) if stream is None
+                        else DistributedFileRun(stream, resume, comm))  # fmt: skip
+        elif stream is not None:
+            run = StreamRun(stream, resume)
+        else:
+            run = MemoryRun(args, resume)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     paths = {k: o.path for k, o in outs.items()} or dict.fromkeys(("out", "plot", "checkpoint"))
     return Setup(
         settings, run, device, resume, paths["out"], paths["plot"], paths["checkpoint"],
