@@ -616,3 +616,13 @@ def test_wrong_messages_now_name_the_real_cause(model, data, tmp_path, monkeypat
     monkeypatch.setenv("DEEPNET_DATA", str(tmp_path / "nowhere"))
     status, _, err = main("train", *TINY, capsys=capsys)
     assert status == 2 and "does not exist" in one_error(err)
+
+
+def test_a_refused_run_leaves_no_folder_and_no_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPNET_DATA", str(tmp_path / "nowhere"))
+    status, _, err = main("train", *TINY, "--out", "new/deeper/m.npz", capsys=capsys)
+    assert status == 2 and "does not exist" in one_error(err)
+    assert os.listdir(tmp_path) == []  # the lock's folders went with it
+    status, _, err = main("train", "--resume", "--out", "", capsys=capsys)
+    assert status == 2 and "--out is empty" in one_error(err)

@@ -110,7 +110,10 @@ def resume_path(args: argparse.Namespace) -> Path:
     """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
     if args.resume:
         return Path(args.resume)
-    return Path(args.checkpoint) if args.checkpoint else default_checkpoint(Path(args.out))
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    usable_name("--out", args.out)
+    return default_checkpoint(Path(args.out))
 
 
 def checkpoint_target(args: argparse.Namespace) -> tuple[str, str]:

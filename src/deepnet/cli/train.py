@@ -234,8 +234,26 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
         return _setup(args, comm, settings, lock)
     except BaseException:
         if lock is not None:
-            lock.release()
+            release_lock(lock)
         raise
+
+
+def acquire_lock(checkpoint: Path) -> CheckpointLock:
+    """:class:`CheckpointLock` on ``checkpoint``, remembering the folders it had to create."""
+    missing = [p for p in checkpoint.parents if not p.exists()]
+    lock = CheckpointLock(checkpoint).acquire()
+    lock.created = missing  # type: ignore[attr-defined]
+    return lock
+
+
+def release_lock(lock: CheckpointLock) -> None:
+    """Release a lock taken for a run that was then refused: no empty folder is left behind."""
+    lock.release()
+    for folder in getattr(lock, "created", []):  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (or not ours to remove): keep it and its parents
 
 
 def _setup(
@@ -261,7 +279,7 @@ def _setup(
         outs = train_outputs(args, resume, checkpoint_target(args), inputs)
         checkpoint = outs["checkpoint"]
         if lock is None:  # a fresh run: locked before its checkpoint is looked at
-            lock = CheckpointLock(checkpoint.path).acquire()
+            lock = acquire_lock(checkpoint.path)
         if checkpoint.replaces is not None and (
             resume is None or not os.path.samefile(resume.path, checkpoint.path)
         ):
@@ -283,7 +301,7 @@ def _setup(
             run = MemoryRun(args, resume)
     except BaseException:
         if lock is not None:
-            lock.release()
+            release_lock(lock)
         raise
     paths = {k: o.path for k, o in outs.items()} or dict.fromkeys(("out", "plot", "checkpoint"))
     return Setup(
@@ -307,7 +325,15 @@ def train_command(args: argparse.Namespace) -> int:
 
         comm = distributed.world()
         common.SILENT = comm.Get_rank() != 0
-        setup = distributed.agree(comm, lambda: setup_run(args, comm), "checking the run")
+        done: list[Setup] = []  # rank 0's lock must go if another rank fails
+        try:
+            setup = distributed.agree(
+                comm, lambda: done.append(setup_run(args, comm)) or done[0], "checking the run"
+            )
+        except BaseException:
+            if done and done[0].lock is not None:
+                release_lock(done[0].lock)
+            raise
     else:
         setup = setup_run(args)
     try:
