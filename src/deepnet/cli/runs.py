@@ -3,6 +3,11 @@
 A resumed run takes its settings from the checkpoint (checked as if typed, by
 :mod:`deepnet.settings`), refuses options that would change them, and trains on the same
 data: in memory the arrays' fingerprint must match, streamed the file's.
+
+Outputs (model, cost curve, checkpoint) are checked together, against each other and the
+files the run reads, by :func:`deepnet.paths.check_outputs` before any work. The command
+line decides where a run writes; the paths a checkpoint recorded are only defaults for the
+options left out, and are checked the same way.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ over MPI ranks (``mpiexec -n N deepnet train --distributed``).
 Every mode runs the one loop (:mod:`deepnet.engine.fit`), so every mode gets the same
 checkpoints, clean stop on SIGINT/SIGTERM, ``--resume`` to the uninterrupted result,
 progress bar, saved model and exit statuses (:mod:`deepnet.cli.common`).
+
+Before any work every output is checked (:mod:`deepnet.cli.runs`) and the checkpoint is
+locked (:class:`deepnet.paths.CheckpointLock`) until the run is over, so two runs never
+share one. A periodic checkpoint that cannot be written is a warning; a model that cannot be
+written is an error naming the checkpoint the run is safe in.
 """
 
 from __future__ import annotations
