@@ -41,6 +41,26 @@ def check_layer_dims(layer_dims: Sequence[int]) -> list[int]:
     return [int(n) for n in dims]
 
 
+def check_network(layer_dims: Sequence[int], dtype: str = "float64") -> list[int]:
+    """Layer sizes a network can be trained with: :func:`check_layer_dims`, one output unit
+    (the sigmoid's P(cat); accuracy and the cost assume it), and parameters that fit in
+    :data:`deepnet.model_io.MAX_PARAMETER_BYTES` (checked before any array is drawn)."""
+    from deepnet.model_io import MAX_PARAMETER_BYTES, parameter_bytes  # noqa: PLC0415  (cycle)
+
+    dims = check_layer_dims(layer_dims)
+    if dims[-1] != 1:
+        raise InputError(
+            f"the output layer must have 1 unit (one sigmoid: P(cat)), got {dims[-1]} in {dims}"
+        )
+    need = parameter_bytes(dims, dtype)
+    if need > MAX_PARAMETER_BYTES:
+        raise InputError(
+            f"layer sizes {dims} need {need / 2**30:.3g} GiB of {dtype} parameters, more than "
+            f"deepnet trains ({MAX_PARAMETER_BYTES / 2**30:.0f} GiB); use smaller layers"
+        )
+    return dims
+
+
 def draw_parameters(layer_dims: Sequence[int], init: Init = "small", seed: int = 1) -> dict:
     """Host (NumPy float64) parameters W1, b1, ..., drawn in layer order from
     ``RandomState(seed)`` (``he`` and ``random`` with seed 3 are the second course's

@@ -16,6 +16,7 @@ import numpy as np
 
 from deepnet.errors import InputError
 from deepnet.fileio import atomic_write
+from deepnet.paths import PNG_METADATA
 
 DPI = 100
 _INK = "#1e1e1e"
@@ -33,7 +34,10 @@ def _figure(width: int, height: int) -> Any:
 
 
 def _save(figure: Any, path: str | os.PathLike) -> tuple[int, int]:
-    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=DPI))
+    def write(handle: Any) -> None:  # the marker lets deepnet replace its own picture later
+        figure.savefig(handle, format="png", dpi=DPI, metadata=PNG_METADATA)
+
+    atomic_write(path, write)
     width, height = figure.canvas.get_width_height()
     return int(width), int(height)
 

@@ -12,7 +12,7 @@ from typing import Any
 from deepnet.checkpoint import Checkpoint
 from deepnet.constants import DEFAULT_LAYERS, N_FEATURES, TWO_LAYER_LAYERS
 from deepnet.errors import InputError, ModelFileError
-from deepnet.initialization import INITS, check_layer_dims
+from deepnet.initialization import INITS, check_layer_dims, check_network
 from deepnet.spec import activation
 from deepnet.training import DTYPES, training_options
 from deepnet.validation import check_learning_rate
@@ -125,6 +125,7 @@ def train_settings(args: Any, *, command_line: bool = True) -> TrainSettings:
             f"--layers must start with {N_FEATURES} (64x64x3 inputs per picture) and end with 1 "
             f"(one sigmoid output), got {','.join(map(str, dims))}"
         )
+    check_network(dims, args.dtype)  # the memory the sizes imply, before any data is loaded
     if args.model == "two-layer" and len(dims) != 3:
         raise InputError(f"the two-layer model takes --layers {N_FEATURES},N,1, got {dims}")
     for name in ("iterations", "record_every"):

@@ -19,7 +19,7 @@ from deepnet.early_stopping import EarlyStopping, Watch
 from deepnet.engine.fit import LoopOptions, StepSource, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order, memory_source, take_columns
 from deepnet.errors import InputError
-from deepnet.initialization import Init, check_layer_dims, draw_parameters
+from deepnet.initialization import Init, check_network, draw_parameters
 from deepnet.optim import GradientDescent, Optimizer, state_on
 from deepnet.optimizers import make_optimizer as make
 from deepnet.regularization import Regularization
@@ -198,7 +198,7 @@ def train(
     (optimizer, hidden activation, batch size, recording, callback, checkpoint and stop
     hooks, ``gram``).
     """
-    dims = check_layer_dims(layers_dims)
+    dims = check_network(layers_dims, dtype)
     check_float_array(X, "X")  # before the cast: integer pixels must be scaled by the caller
     X, Y = prepare(X, Y, device, dtype)
     check_examples(X, Y, dims[0])

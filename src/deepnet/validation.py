@@ -8,6 +8,7 @@ values (labels, finiteness) cost one pass over the data, once per call, never pe
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from array_api_compat import size
@@ -80,9 +81,9 @@ def check_learning_rate(learning_rate: Any) -> float:
 
 def check_count(value: Any, name: str, minimum: int = 0) -> int:
     """An integer >= minimum (iterations, batch size, record interval)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)  # NumPy integers too, as layer sizes are
 
 
 def check_parameters(parameters: Any) -> list[int]:

@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import shlex
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -21,7 +22,9 @@ from typing import Any
 from tqdm import tqdm
 
 from deepnet import backend
+from deepnet.data import FILES, data_dir
 from deepnet.errors import DataError, DeepnetError, InputError, ModelFileError, ShapeError
+from deepnet.paths import safe_text
 from deepnet.training import TrainState
 
 USAGE_ERRORS = (InputError, DataError, ModelFileError, ShapeError)
@@ -34,14 +37,20 @@ def exit_status(exc: DeepnetError) -> int:
 
 
 def error(message: str) -> None:
-    """Print deepnet's one-line error on stderr (on MPI rank 0 only)."""
+    """Print deepnet's one-line error on stderr (on MPI rank 0 only), terminal-safe."""
     if not SILENT:
-        print(f"deepnet: error: {message}", file=sys.stderr)
+        print(f"deepnet: error: {safe_text(message)}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr (on MPI rank 0 only), terminal-safe."""
+    if not SILENT:
+        print(f"deepnet: warning: {safe_text(message)}", file=sys.stderr, flush=True)
 
 
 def os_error_line(exc: OSError) -> str:
     """An OSError as one line naming the path."""
-    where = f"{exc.filename}: " if exc.filename else ""
+    where = f"{safe_text(exc.filename)}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
 
 
@@ -65,15 +74,65 @@ def quote(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def check_writable(path: Path) -> None:
-    """Refuse an output path that is a folder or sits in a folder we cannot write."""
-    if path.is_dir():
-        raise InputError(f"{path} is a folder; give a file name for the output")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that exists is where one gets created
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {path}: {folder} is not writable")
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_readable(path: Path, what: str) -> None:
+    """Refuse an input that exists but cannot be read as a file: a folder, a FIFO or device
+    (reading would block or never end), or one without read permission. A missing file is
+    left to the reader, which says what the file should be. ``what`` names the file's role."""
+    shown = safe_text(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot read {what} ({os_error_line(exc)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{shown} is a folder; {what} must be a regular file")
+    for test, kind in _SPECIAL:
+        if test(info.st_mode):
+            raise DataError(
+                f"{shown} is {kind}, not a regular file; {what} must be a regular file "
+                "(deepnet never reads from special files: they can block for ever)"
+            )
+    try:  # never blocks: a regular file, opened without waiting
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)))
+    except PermissionError:
+        raise DataError(f"{shown}: permission denied (cannot read {what})") from None
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot read {what} ({exc.strerror or exc})") from None
+
+
+def data_files(folder: str | None, synthetic: bool, origin: str) -> dict[str, Path]:
+    """The course files a command will read, by role, checked before anything is loaded.
+
+    ``folder`` as :func:`deepnet.data.load_cat_data` takes it (None: ``$DEEPNET_DATA``, else
+    the synthetic set); ``origin`` is where it came from, for messages ("--data",
+    "DEEPNET_DATA"). A data folder that is a file, and data files that are folders, special
+    files or unreadable are refused with the path and the real cause; the rest (a missing
+    folder or file, a file that is not the course's) is the reader's to say.
+    """
+    root = None if synthetic else data_dir(folder)
+    if root is None:
+        from deepnet.synthetic import cache_dir  # noqa: PLC0415  (only for the synthetic set)
+
+        root, origin = cache_dir(), ""
+    elif os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(
+            f"{origin} {safe_text(root)} is a file, not a folder: give the folder holding "
+            f"{FILES['train']} and {FILES['test']}"
+        )
+    files = {"the training data": root / FILES["train"], "the test data": root / FILES["test"]}
+    if origin:  # the synthetic files are deepnet's own, rewritten when damaged
+        for role, path in files.items():
+            check_readable(path, role)
+    return files
 
 
 class Progress:

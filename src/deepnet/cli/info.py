@@ -19,6 +19,7 @@ from deepnet.cli.common import device_line, error, version
 from deepnet.data import data_dir
 from deepnet.errors import DeepnetError, InputError
 from deepnet.install import install_hint
+from deepnet.paths import check_outputs, safe_text
 
 
 def info_command(args: argparse.Namespace) -> int:
@@ -156,8 +157,15 @@ def make_data_command(args: argparse.Namespace) -> int:
     """``deepnet make-data PATH --n N``: a large synthetic file in the course's layout."""
     from deepnet.streaming import make_synthetic
 
+    shown = safe_text(args.path)
+    if not args.path.strip():
+        raise InputError("make-data PATH is empty; give a new file name, e.g. data/big.h5")
+    if args.path.endswith(("/", os.sep)) or os.path.isdir(args.path):
+        folder = safe_text(args.path.rstrip("/" + os.sep) or args.path)
+        raise InputError(f"{shown} is a folder; give a new file inside it, e.g. {folder}/big.h5")
     if os.path.lexists(args.path):  # write only new paths: never over a user's file
-        raise InputError(f"{args.path} exists; give make-data a new path (or delete it)")
+        raise InputError(f"{shown} exists; give make-data a new path (or delete it)")
+    check_outputs({"make-data PATH": (args.path, "model")})  # its folder: a folder, writable
     info = make_synthetic(args.path, args.n, seed=args.seed, prefix=args.prefix)
     print(json.dumps({"path": str(info.path), "m": info.m, "bytes": info.path.stat().st_size}))
     return 0

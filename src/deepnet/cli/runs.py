@@ -3,19 +3,27 @@
 A resumed run takes its settings from the checkpoint (checked as if typed, by
 :mod:`deepnet.settings`), refuses options that would change them, and trains on the same
 data: in memory the arrays' fingerprint must match, streamed the file's.
+
+Outputs (model, cost curve, checkpoint) are checked together, against each other and the
+files the run reads, by :func:`deepnet.paths.check_outputs` before any work. The command
+line decides where a run writes; the paths a checkpoint recorded are only defaults for the
+options left out, and are checked the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deepnet.checkpoint import Checkpoint, fingerprint, load_checkpoint
-from deepnet.data import Dataset, load_cat_data
+from deepnet.cli.common import check_readable, data_files
+from deepnet.data import ENV_VAR, Dataset, load_cat_data
 from deepnet.errors import InputError
+from deepnet.paths import CheckpointLock, Output, check_outputs, deepnet_file_kind, safe_text
 from deepnet.settings import TrainSettings, checkpoint_settings, conflicting_setting
 from deepnet.training import TrainState
 
@@ -44,13 +52,11 @@ class Resume:
 
 def resume_point(args: argparse.Namespace) -> Resume:
     """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
-    if args.resume:
-        path = Path(args.resume)
-    else:
-        path = Path(args.checkpoint) if args.checkpoint else default_checkpoint(Path(args.out))
+    path = resume_path(args)
     if not path.is_file():
         raise InputError(
-            f"no checkpoint at {path} to resume; give its path: deepnet train --resume PATH"
+            f"no checkpoint at {safe_text(path)} to resume; give its path: "
+            "deepnet train --resume PATH"
         )
     checkpoint = load_checkpoint(path)
     settings = checkpoint_settings(checkpoint, path)
@@ -105,19 +111,109 @@ def stream_path(args: argparse.Namespace, resume: Resume | None) -> Path | None:
     return None
 
 
-def train_paths(args: argparse.Namespace, resume: Resume | None) -> tuple[Path, Path, Path]:
-    """The model, cost-curve and checkpoint paths; a resumed run keeps its own unless told."""
+def resume_path(args: argparse.Namespace) -> Path:
+    """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
+    if args.resume:
+        return Path(args.resume)
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    usable_name("--out", args.out)
+    return default_checkpoint(Path(args.out))
+
+
+def checkpoint_target(args: argparse.Namespace) -> tuple[str, str]:
+    """The checkpoint this run writes, as (option label, path as given): ``--checkpoint``,
+    else the checkpoint it resumes, else beside ``--out`` (whose name is checked first)."""
+    if args.checkpoint is not None:
+        return "--checkpoint", args.checkpoint
+    if args.resume:
+        return "--resume", args.resume
+    usable_name("--out", args.out)
+    return "--checkpoint (beside --out)", str(default_checkpoint(Path(args.out)))
+
+
+def usable_name(label: str, given: str) -> None:
+    """Refuse, as check_outputs would, an output name another is derived from ("", "dir/")."""
+    if not given.strip() or given.endswith(("/", os.sep)) or Path(given).name in ("", ".", ".."):
+        check_outputs({label: (given, "model")})
+
+
+def refuse_non_checkpoint(args: argparse.Namespace) -> None:
+    """Before locking anything: ``--resume`` must name a checkpoint (the loader says why not)."""
+    path = resume_path(args)
+    if not path.is_file():
+        raise InputError(
+            f"no checkpoint at {safe_text(path)} to resume; give its path: "
+            "deepnet train --resume PATH"
+        )
+    try:
+        kind = deepnet_file_kind(path)
+    except OSError:
+        kind = None
+    if kind != "checkpoint":
+        load_checkpoint(path)  # raises ModelFileError naming what the file is instead
+
+
+def lock_checkpoint(args: argparse.Namespace) -> CheckpointLock:
+    """A resumed run's checkpoint, checked as an output and locked before it is read."""
+    label, given = checkpoint_target(args)
+    return CheckpointLock(check_outputs({label: (given, "checkpoint")})[label].path).acquire()
+
+
+def training_inputs(
+    args: argparse.Namespace, resume: Resume | None, stream: Path | None
+) -> dict[str, Path]:
+    """The files this run reads (data, the checkpoint it resumes), by role, checked to be
+    readable regular files: no output may be one of them."""
+    if stream is not None:
+        check_readable(stream, "the streamed training data")
+        inputs = {"the training data (--stream)": stream}
+    elif args.data is not None or args.synthetic:
+        inputs = data_files(args.data, args.synthetic, "--data")
+    elif resume is not None and resume.checkpoint.data.get("synthetic") is True:
+        inputs = data_files(None, True, "")
+    elif resume is not None and isinstance(resume.checkpoint.data.get("folder"), str):
+        inputs = data_files(resume.checkpoint.data["folder"], False, "the checkpoint's folder")
+    else:
+        inputs = data_files(None, False, ENV_VAR)
+    if resume is not None:
+        inputs["the checkpoint to resume"] = resume.path
+    return inputs
+
+
+def train_outputs(
+    args: argparse.Namespace,
+    resume: Resume | None,
+    checkpoint: tuple[str, str],
+    inputs: dict[str, Path],
+) -> dict[str, Output]:
+    """The model, cost-curve and checkpoint outputs (keys "out", "plot", "checkpoint"),
+    checked together before any work: :func:`deepnet.paths.check_outputs`.
+
+    The command line decides: a resumed run writes where ``--out``/``--plot`` say. Paths
+    recorded in the checkpoint are only defaults for options left out, and go through the
+    same checks (collisions, inputs, files deepnet did not write).
+    """
     given = getattr(args, "given", set())
     stored: dict[str, Any] = resume.checkpoint.outputs if resume is not None else {}
-    out = Path(args.out) if "out" in given or "out" not in stored else Path(stored["out"])
-    if args.plot:
-        plot = Path(args.plot)
-    elif "out" in given or "plot" not in stored:
-        plot = out.with_name(out.stem + "-costs.png")
+    if "out" in given or "out" not in stored:
+        out_label, out = "--out", str(args.out)
     else:
-        plot = Path(stored["plot"])
-    if args.checkpoint:
-        checkpoint = Path(args.checkpoint)
+        out_label, out = "--out (from the checkpoint)", stored["out"]
+    if args.plot is not None:
+        plot_label, plot = "--plot", args.plot
+    elif out_label == "--out" or "plot" not in stored:
+        plot_label = f"--plot (beside {out_label})"
+        usable_name(out_label, out)
+        plot = str(Path(out).with_name(Path(out).stem + "-costs.png"))
     else:
-        checkpoint = resume.path if resume is not None else default_checkpoint(out)
-    return out, plot, checkpoint
+        plot_label, plot = "--plot (from the checkpoint)", stored["plot"]
+    ckpt_label, ckpt = checkpoint
+    resumed = inputs.get("the checkpoint to resume")
+    if resumed is not None and os.path.realpath(resumed) == os.path.realpath(ckpt):
+        inputs = {k: v for k, v in inputs.items() if k != "the checkpoint to resume"}
+    checked = check_outputs(
+        {out_label: (out, "model"), plot_label: (plot, "png"), ckpt_label: (ckpt, "checkpoint")},
+        inputs,
+    )
+    return dict(zip(("out", "plot", "checkpoint"), checked.values(), strict=True))

@@ -4,15 +4,21 @@ over MPI ranks (``mpiexec -n N deepnet train --distributed``).
 Every mode runs the one loop (:mod:`deepnet.engine.fit`), so every mode gets the same
 checkpoints, clean stop on SIGINT/SIGTERM, ``--resume`` to the uninterrupted result,
 progress bar, saved model and exit statuses (:mod:`deepnet.cli.common`).
+
+Before any work every output is checked (:mod:`deepnet.cli.runs`) and the checkpoint is
+locked (:class:`deepnet.paths.CheckpointLock`) until the run is over, so two runs never
+share one. A periodic checkpoint that cannot be written is a warning; a model that cannot be
+written is an error naming the checkpoint the run is safe in.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +27,28 @@ import numpy as np
 from deepnet import backend
 from deepnet.checkpoint import Checkpoint, fingerprint, save_checkpoint
 from deepnet.cli import common, options
-from deepnet.cli.common import Progress, StopRequest, check_writable, device_line, quote
+from deepnet.cli.common import Progress, StopRequest, device_line, quote
 from deepnet.cli.runs import (
     Resume,
     check_same_data,
+    checkpoint_target,
     file_fingerprint,
+    lock_checkpoint,
+    refuse_non_checkpoint,
     resume_data,
     resume_point,
     stream_path,
-    train_paths,
+    train_outputs,
+    training_inputs,
 )
 from deepnet.constants import CLASS_NAMES
 from deepnet.data import Dataset, load_cat_data
 from deepnet.errors import DivergenceError, InputError
+from deepnet.fileio import WriteError, clean_stale_temporaries
 from deepnet.initialization import draw_parameters, place
 from deepnet.model_io import Model, save_model
 from deepnet.optim import state_on
+from deepnet.paths import CheckpointLock, safe_text
 from deepnet.scoring import score_split
 from deepnet.settings import TrainSettings, check_print_every, train_settings
 from deepnet.training import TrainState, prepare, train
@@ -188,7 +200,12 @@ class DistributedFileRun(DistributedRun, StreamRun):
 
 @dataclass
 class Setup:
-    """Everything checked before any training: settings, data, device, paths."""
+    """Everything checked before any training: settings, data, device, paths.
+
+    ``out``, ``plot`` and ``checkpoint`` are the paths to write (symlinks resolved, checked
+    by :func:`deepnet.paths.check_outputs`); ``shown`` has them as the user gave them, for
+    messages. ``lock`` (rank 0 only) holds the checkpoint until the run is over.
+    """
 
     settings: TrainSettings
     run: Any
@@ -197,13 +214,64 @@ class Setup:
     out: Path
     plot: Path
     checkpoint: Path
+    shown: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    lock: CheckpointLock | None = None
+
+    def name(self, key: str) -> str:
+        """An output ("out", "plot", "checkpoint") as the user gave it, safe to print."""
+        return safe_text(self.shown.get(key) or getattr(self, key))
 
 
 def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
-    """Check the options and the resume point, load or open the data, check the outputs."""
+    """Check the options, the outputs and the inputs, lock the checkpoint, then load or open
+    the data: everything that can be refused is refused before any work.
+
+    The checkpoint is locked before it is read (``--resume``) or created. Under MPI, rank 0
+    alone checks the outputs and takes the lock; the caller runs this on every rank inside
+    :func:`deepnet.distributed.agree`, so a refusal on any rank reaches all.
+    """
     options.check_train_options(args)
+    root = comm is None or comm.Get_rank() == 0
+    settings = train_settings(args) if args.resume is None else None  # the options first
+    lock = None
+    try:
+        if root and args.resume is not None:
+            refuse_non_checkpoint(args)
+            lock = lock_checkpoint(args)
+        return _setup(args, comm, settings, lock)
+    except BaseException:
+        if lock is not None:
+            release_lock(lock)
+        raise
+
+
+def acquire_lock(checkpoint: Path) -> CheckpointLock:
+    """:class:`CheckpointLock` on ``checkpoint``, remembering the folders it had to create."""
+    missing = [p for p in checkpoint.parents if not p.exists()]
+    lock = CheckpointLock(checkpoint).acquire()
+    lock.created = missing  # type: ignore[attr-defined]
+    return lock
+
+
+def release_lock(lock: CheckpointLock) -> None:
+    """Release a lock taken for a run that was then refused: no empty folder is left behind."""
+    lock.release()
+    for folder in getattr(lock, "created", []):  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (or not ours to remove): keep it and its parents
+
+
+def _setup(
+    args: argparse.Namespace, comm: Any, settings: TrainSettings | None, lock: CheckpointLock | None
+) -> Setup:
+    root = comm is None or comm.Get_rank() == 0
     resume = resume_point(args) if args.resume is not None else None
-    settings = resume.settings if resume is not None else train_settings(args)
+    if resume is not None:
+        settings = resume.settings
+    assert settings is not None  # fresh: checked by setup_run
     if resume is not None and "print_every" in getattr(args, "given", set()):
         check_print_every(args.print_every, settings.record_every)  # display only: allowed
         settings = replace(settings, print_every=args.print_every)
@@ -216,26 +284,44 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
             "--lambd, --keep-prob and --early-stopping train in memory; leave them out with "
             "--stream or --distributed (the optimizers and decays work there)"
         )
-    if comm is not None:
-        if settings.batch_size is not None:
-            raise InputError("--distributed trains full batch; leave out --batch-size")
-        run: Any = (DistributedRun(args, resume, comm) if stream is None
-                    else DistributedFileRun(stream, resume, comm))  # fmt: skip
-    elif stream is not None:
-        run = StreamRun(stream, resume)
-    else:
-        run = MemoryRun(args, resume)
-    options.check_gram(args, in_memory=type(run) is MemoryRun)
-    out, plot, checkpoint = train_paths(args, resume)
-    if comm is None or comm.Get_rank() == 0:
-        for path in (out, plot, checkpoint):  # find out now, not after a long run
-            check_writable(path)
-        if resume is None and checkpoint.exists():
+    if comm is not None and settings.batch_size is not None:
+        raise InputError("--distributed trains full batch; leave out --batch-size")
+    options.check_gram(args, in_memory=comm is None and stream is None)
+    inputs = training_inputs(args, resume, stream)
+    outs, notices = {}, []
+    if root:  # every output, against each other and the inputs
+        outs = train_outputs(args, resume, checkpoint_target(args), inputs)
+        checkpoint = outs["checkpoint"]
+        if lock is None:  # a fresh run: locked before its checkpoint is looked at
+            lock = acquire_lock(checkpoint.path)
+        if checkpoint.replaces is not None and (
+            resume is None or not os.path.samefile(resume.path, checkpoint.path)
+        ):
             raise InputError(
-                f"{checkpoint} holds an unfinished run: continue it with deepnet train --resume "
-                f"{quote(checkpoint)}, or delete it (or pass --checkpoint) to start over"
+                f"{checkpoint.label} {safe_text(checkpoint.given)} holds an unfinished run: "
+                f"continue it with deepnet train --resume {quote(Path(checkpoint.given))}, or "
+                "delete it (or pass --checkpoint) to start over"
             )
-    return Setup(settings, run, device, resume, out, plot, checkpoint)
+        notices = [o.notice for key, o in outs.items() if o.notice and key != "checkpoint"]
+        for o in outs.values():
+            clean_stale_temporaries(o.path)  # left by a run killed while writing it
+    try:
+        if comm is not None:
+            run: Any = (DistributedRun(args, resume, comm) if stream is None
+                        else DistributedFileRun(stream, resume, comm))  # fmt: skip
+        elif stream is not None:
+            run = StreamRun(stream, resume)
+        else:
+            run = MemoryRun(args, resume)
+    except BaseException:
+        if lock is not None:
+            release_lock(lock)
+        raise
+    paths = {k: o.path for k, o in outs.items()} or dict.fromkeys(("out", "plot", "checkpoint"))
+    return Setup(
+        settings, run, device, resume, paths["out"], paths["plot"], paths["checkpoint"],
+        shown={k: o.given for k, o in outs.items()}, notices=notices, lock=lock,
+    )  # fmt: skip
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -254,13 +340,29 @@ def train_command(args: argparse.Namespace) -> int:
 
         comm = distributed.world()
         common.SILENT = comm.Get_rank() != 0
-        setup = distributed.agree(comm, lambda: setup_run(args, comm), "checking the run")
+        done: list[Setup] = []  # rank 0's lock must go if another rank fails
+        try:
+            setup = distributed.agree(
+                comm, lambda: done.append(setup_run(args, comm)) or done[0], "checking the run"
+            )
+        except BaseException:
+            if done and done[0].lock is not None:
+                release_lock(done[0].lock)
+            raise
     else:
         setup = setup_run(args)
+    try:
+        return _train(args, setup, comm)
+    finally:
+        if setup.lock is not None:
+            setup.lock.release()  # after the checkpoint's last write or its removal
+
+
+def _train(args: argparse.Namespace, setup: Setup, comm: Any) -> int:
     root = comm is None or comm.Get_rank() == 0
     settings, run, device, resume = setup.settings, setup.run, setup.device, setup.resume
     if root:
-        print(f"data: {run.source}")
+        print(f"data: {safe_text(run.source)}")
         if run.synthetic:
             print("      (set DEEPNET_DATA or pass --data to train on the course's cat pictures)")
         ranks = "" if comm is None else f"; {comm.Get_size()} MPI ranks"
@@ -273,10 +375,13 @@ def train_command(args: argparse.Namespace) -> int:
         )
         if settings.describe():
             print(f"training: {settings.describe()}")
+        for notice in setup.notices:
+            print(notice)
     start = resume.state if resume is not None else None
     unit = options.unit(settings.batch_size)
     if start is not None and root:
-        print(f"resuming {resume.path} at {unit} {start.iteration}")
+        print(f"resuming {safe_text(resume.path)} at {unit} {start.iteration}")
+    saved: list[int] = []  # iterations whose checkpoint was written
 
     def write_checkpoint(state: TrainState) -> None:
         if not root:
@@ -287,20 +392,20 @@ def train_command(args: argparse.Namespace) -> int:
         point = Checkpoint(
             parameters=host, costs=list(state.costs), iteration=state.iteration,
             settings=asdict(settings), data=run.record,
-            outputs={"out": str(setup.out.resolve()), "plot": str(setup.plot.resolve())},
+            outputs={"out": str(setup.out), "plot": str(setup.plot)},
             layer_dims=settings.layer_dims, dtype=settings.dtype, model=settings.model,
             classes=run.classes, resume=state.resume, hidden=settings.hidden,
         )  # fmt: skip
         save_checkpoint(point, setup.checkpoint)
+        saved.append(state.iteration)
 
     def keep_going(state: TrainState) -> None:
         """A checkpoint that cannot be written (disk full) is said, and the run goes on."""
         try:
             write_checkpoint(state)
         except OSError as exc:
-            print(f"deepnet: warning: could not write the checkpoint at iteration "
-                  f"{state.iteration} ({common.os_error_line(exc)}); training goes on",
-                  file=sys.stderr)  # fmt: skip
+            common.warn(f"could not write the checkpoint at {unit} {state.iteration} "
+                        f"({common.os_error_line(exc)}); training goes on")  # fmt: skip
 
     initial = 0 if start is None else start.iteration
     progress = Progress(settings.num_iterations, settings.print_every if root else 0,
@@ -328,15 +433,15 @@ def train_command(args: argparse.Namespace) -> int:
             setup.checkpoint.unlink(missing_ok=True)  # the same settings diverge again from it
         raise
     progress.close(finished=not state.stopped_early)
-    resume_line = f"deepnet train --resume {quote(setup.checkpoint)}"
+    resume_line = f"deepnet train --resume {quote(Path(setup.name('checkpoint')))}"
     if state.stopped_early:
         signum = stop.signum or signal.SIGINT  # another rank may have been the one signalled
         if root:
-            saved = (f"saved the run to {setup.checkpoint}; continue it with: {resume_line}"
-                     if saving else "nothing saved (--no-checkpoint)")  # fmt: skip
+            where = (f"saved the run to {setup.name('checkpoint')}; continue it with: "
+                     f"{resume_line}" if saving else "nothing saved (--no-checkpoint)")  # fmt: skip
             print(
                 f"deepnet: stopped by {signal.Signals(signum).name} after {unit} "
-                f"{state.iteration} of {settings.num_iterations}; {saved}",
+                f"{state.iteration} of {settings.num_iterations}; {where}",
                 file=sys.stderr,
             )
         return 128 + signum
@@ -345,16 +450,24 @@ def train_command(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {} if start is None else {"resumed_at": start.iteration}
     if comm is not None:
         extra["ranks"] = comm.Get_size()
+    if saved and saved[-1] == state.iteration:
+        safe = f"the finished run is safe in {setup.name('checkpoint')}: {resume_line}"
+    elif saved or start is not None:
+        last = saved[-1] if saved else start.iteration
+        safe = (f"the run up to {unit} {last} is safe in {setup.name('checkpoint')}: "
+                f"{resume_line}")  # fmt: skip
+    else:
+        safe = "no checkpoint could be written either: free some space and run it again"
     try:
         report = save_run(setup, state, time.perf_counter() - began, extra)
     except KeyboardInterrupt:
-        common.error(f"interrupted while saving; the finished run is in {setup.checkpoint}: "
-                     f"{resume_line}")  # fmt: skip
+        common.error(f"interrupted while saving; {safe}")
         return 130
+    except WriteError as exc:
+        common.error(f"could not save the model: {exc.with_hint(safe)}")
+        return 1
     except OSError as exc:
-        safe = (f"; the finished run is in {setup.checkpoint}: {resume_line}"
-                if setup.checkpoint.exists() else "")  # fmt: skip
-        common.error(f"could not save the model: {common.os_error_line(exc)}{safe}")
+        common.error(f"could not save the model: {common.os_error_line(exc)}; {safe}")
         return 1
     setup.checkpoint.unlink(missing_ok=True)  # the model holds it all now
     print(report)
@@ -408,16 +521,19 @@ def save_run(setup: Setup, state: TrainState, seconds: float, extra: dict[str, A
     if state.early_stopping is not None:
         model.training["early_stopping_result"] = state.early_stopping
     save_model(model, setup.out)
-    from deepnet.plots import cost_curve_png  # matplotlib, only here
+    from deepnet.plots import cost_curve_png  # matplotlib drawing, only here
 
-    width, height = cost_curve_png(model.costs, setup.plot, **plot_options(settings, run, scores))
     lines = [] if state.early_stopping is None else [early_stop_line(state)]
-    lines += [
-        f"trained in {seconds:.1f} s; saved the model to {setup.out}",
-        f"cost curve: {setup.plot} ({width}x{height} pixels)",
-    ]
+    lines.append(f"trained in {seconds:.1f} s; saved the model to {setup.name('out')}")
+    try:
+        width, height = cost_curve_png(
+            model.costs, setup.plot, **plot_options(settings, run, scores)
+        )
+        lines.append(f"cost curve: {setup.name('plot')} ({width}x{height} pixels)")
+    except WriteError as exc:  # the model is saved: the picture is not worth failing for
+        common.warn(f"could not draw the cost curve: {exc}")
     if scores is None:
-        lines.append(f"accuracy: deepnet evaluate {quote(setup.out)} --data DIR")
+        lines.append(f"accuracy: deepnet evaluate {quote(Path(setup.name('out')))} --data DIR")
     else:
         lines += [f"{split} accuracy: {scores[split].summary()}" for split in ("train", "test")]
     return "\n".join(lines)
