@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from deepnet.backend import cuda_available, synchronize, to_device
-from deepnet.peers import torch_available, torch_cuda_available
+from deepnet.bench.peers import torch_available, torch_cuda_available
 from deepnet.threads import blas_info
 
 N_X = 12288

@@ -37,10 +37,10 @@ import pytest
 
 from conftest import LEARNING_RATE, MODELS, host_data, need_torch, real_data
 from deepnet import threads
+from deepnet.bench.peers import TorchStep
 from deepnet.blocked_step import blocked_train_step
 from deepnet.gram_batches import GramBatchSteps
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep
 from deepnet.step import input_product
 from deepnet.training import L_layer_model, batch_order, like, train_step
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import LEARNING_RATE, MODELS, N_X, measure, need_device, need_torch
 from deepnet.backend import to_device
+from deepnet.bench.peers import TorchStep
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep
 from deepnet.training import like, train_step
 
 M = 65536

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import LEARNING_RATE, MODELS, host_data, measure, need_device, need_torch, real_data
 from deepnet.backend import to_device, to_numpy
+from deepnet.bench.peers import TorchStep, course_fit
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep, course_fit
 from deepnet.training import L_layer_model
 
 DIMS = MODELS["4-layer"]

@@ -29,11 +29,11 @@ from conftest import (
     need_device,
     need_torch,
 )
+from deepnet.bench.peers import TorchStep
 from deepnet.engine.sources import ParameterSteps
 from deepnet.initialization import draw_parameters
 from deepnet.optim import GradientDescent
 from deepnet.optimizers import Adam, Momentum
-from deepnet.peers import TorchStep
 from deepnet.training import like
 
 BATCHES = [64, 209]

@@ -28,9 +28,9 @@ from conftest import (
     need_device,
     need_torch,
 )
+from deepnet.bench.peers import TorchStep, course_predict, course_step
 from deepnet.fastpath import GramFirstLayer, GramSteps
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep, course_predict, course_step
 from deepnet.training import like, train_step
 
 IMPLEMENTATIONS = [

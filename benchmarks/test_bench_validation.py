@@ -3,7 +3,7 @@
 The boundary checks (:mod:`deepnet.validation`) run once per training call, before the
 first iteration: ``check_examples`` reads X once (dtype, shape, finiteness) and Y once
 (labels in {0, 1}); ``check_parameters`` only looks at shapes. Inside the loop, each
-``train_step`` asks ``cuda_step.accepts`` whether to take the CUDA path: on NumPy arrays a
+``train_step`` asks ``deepnet.cuda.accepts`` whether to take the CUDA path: on NumPy arrays a
 type test; on CuPy arrays it also checks the layout (shapes, dtypes, contiguity, one
 device) of every step's inputs, from metadata only. ``train_step`` itself checks nothing.
 Each benchmark records its time as a fraction of one course-sized step, (12288, 20, 7, 5, 1)
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import pytest
 
-from deepnet import cuda_step
 from deepnet.backend import cuda_available, synchronize, to_device
+from deepnet.cuda import dispatch as cuda_step
 from deepnet.initialization import draw_parameters
 from deepnet.training import train_step
 from deepnet.validation import check_examples, check_parameters

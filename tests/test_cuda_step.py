@@ -443,7 +443,7 @@ def test_steps_the_fast_path_leaves_to_the_generic_one(spoil):
 
 def test_importing_the_module_does_not_import_cupy():
     code = (
-        "import sys, deepnet.training, deepnet.cuda_step, deepnet.allreduce, deepnet.cuda.batches;"
+        "import sys, deepnet.training, deepnet.cuda, deepnet.allreduce, deepnet.cuda.batches;"
         " print('cupy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

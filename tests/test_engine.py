@@ -282,7 +282,7 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_run(tmp_path, cap
 
 
 def test_the_cuda_step_is_taken_only_for_what_it_implements(monkeypatch):
-    from deepnet import cuda_step
+    from deepnet.cuda import dispatch as cuda_step
 
     taken = []
 

@@ -96,7 +96,7 @@ def _cupy() -> ModuleType:
 
 
 def cupy_module() -> ModuleType:
-    """The raw CuPy module, for GPU-only code (deepnet.cuda_step); DeviceError without a GPU."""
+    """The raw CuPy module, for GPU-only code (deepnet.cuda); DeviceError without a GPU."""
     return _cupy()
 
 

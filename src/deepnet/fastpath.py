@@ -52,7 +52,7 @@ def gram_pays(X: Array, n1: int, iterations: int) -> bool:
 def use_gram(gram: bool | None, X: Array, batch_size: int | None, n1: int, iterations: int) -> bool:
     """Decide for :func:`deepnet.training.fit`: None is automatic, True insists, False refuses."""
     if gram is None:
-        # On CuPy arrays the step is a captured CUDA graph (deepnet.cuda_step), launch-bound
+        # On CuPy arrays the step is a captured CUDA graph (deepnet.cuda), launch-bound
         # at the course's sizes: the Gram path is left to gram=True there until measured.
         on_gpu = array_api_compat.is_cupy_array(X)
         return not on_gpu and gram_applies(X, batch_size) and gram_pays(X, n1, iterations)

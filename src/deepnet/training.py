@@ -41,7 +41,7 @@ def train_step(
 
     The cost is a 0-d device array, computed from the logits (stable when the output
     saturates); reading it with ``float()`` is the only point that waits for the device.
-    On CuPy arrays it is the fused CUDA step (:mod:`deepnet.cuda_step`).
+    On CuPy arrays it is the fused CUDA step (:mod:`deepnet.cuda`).
     """
     steps = ParameterSteps(parameters, GradientDescent(learning_rate))
     cost = steps.step(X, Y, 0)

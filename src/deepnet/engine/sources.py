@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from deepnet import cuda_step, fastpath
+from deepnet import fastpath
 from deepnet.backend import array_namespace
+from deepnet.cuda import dispatch as cuda_dispatch
 from deepnet.errors import InputError
 from deepnet.optim import Optimizer, State, is_plain_gd
 from deepnet.regularization import NONE, Regularization
@@ -53,7 +54,7 @@ def take_columns(xp: Any, X: Array, cols: Array) -> Array:
 
 def cuda_supports(hidden: str, optimizer: Optimizer, reg: Regularization = NONE) -> bool:
     """True when the fused CUDA step computes this step: ReLU hidden layers, sigmoid output,
-    plain gradient descent without decay, L2 or dropout (what :mod:`deepnet.cuda_step`
+    plain gradient descent without decay, L2 or dropout (what :mod:`deepnet.cuda`
     implements); everything else takes the generic step."""
     return hidden == "relu" and is_plain_gd(optimizer) and reg.plain
 
@@ -86,11 +87,11 @@ class ParameterSteps:
         :func:`cuda_supports` says it computes this step, else the generic one
         (``fixed_input``: X is the same at every step, as at full batch; ``batch``: the
         mini-batch's index in its epoch, for dropout's masks)."""
-        if cuda_supports(self.hidden, self.optimizer, self.reg) and cuda_step.accepts(
+        if cuda_supports(self.hidden, self.optimizer, self.reg) and cuda_dispatch.accepts(
             self.params, X, Y
         ):
             lr = self.optimizer.learning_rate  # type: ignore[attr-defined]
-            self.params, cost = cuda_step.cuda_train_step(self.params, X, Y, lr)
+            self.params, cost = cuda_dispatch.cuda_train_step(self.params, X, Y, lr)
             return cost
         self.params, cost, self.state = optimizer_step(
             self.params, X, Y, self.optimizer, self.state, iteration, self.hidden, fixed_input,
