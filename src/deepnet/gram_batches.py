@@ -57,9 +57,8 @@ class _Space:
                 out[:, cols] -= block
             return out
         xp = self.xp
-        onehot = xp.astype(
-            xp.reshape(cols, (-1, 1)) == xp.reshape(xp.arange(self.m), (1, -1)), block.dtype
-        )
+        every = xp.arange(self.m, device=array_api_compat.device(cols))
+        onehot = xp.astype(xp.reshape(cols, (-1, 1)) == xp.reshape(every, (1, -1)), block.dtype)
         embedded = block @ onehot  # exact: one 1.0 per column, zeros elsewhere
         if C is None:
             return embedded if sign > 0 else -embedded
@@ -325,7 +324,8 @@ class GramBatchSteps:
             return self._step(None)
         cost = 0.0
         for idx in batches:
-            cost = cost + self._step(xp.asarray(idx)) * (len(idx) / m)
+            cols = xp.asarray(idx, device=array_api_compat.device(self.Y))
+            cost = cost + self._step(cols) * (len(idx) / m)
         return cost
 
     def mark(self) -> tuple[Span, dict[str, Array]]:
