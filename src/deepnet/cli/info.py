@@ -29,7 +29,7 @@ def info_command(args: argparse.Namespace) -> int:
     else:
         print(f"data: {root} (DEEPNET_DATA)")
     try:
-        device = backend.resolve_device(args.device)
+        device = backend.cli_device(args.backend, args.device)
     except DeepnetError as exc:
         print("device: unusable")
         error(str(exc))

@@ -205,7 +205,7 @@ def setup_run(args: argparse.Namespace, comm: Any = None) -> Setup:
     if resume is not None and "print_every" in getattr(args, "given", set()):
         check_print_every(args.print_every, settings.record_every)  # display only: allowed
         settings = replace(settings, print_every=args.print_every)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, settings.dtype)
     stream = stream_path(args, resume)
     if stream is not None and (args.data is not None or args.synthetic):
         raise InputError("--stream FILE is the training data; leave out --data/--synthetic")

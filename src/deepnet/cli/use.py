@@ -38,7 +38,7 @@ def _describe(model: Model, path: str) -> str:
 def evaluate_command(args: argparse.Namespace) -> int:
     """``deepnet evaluate MODEL``: train and test accuracy with confusion counts."""
     model = load_model(args.model)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     data = _data_for_model(args, model)
     print(f"model: {_describe(model, args.model)}")
     print(f"data: {data.source}")
@@ -57,7 +57,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def predict_command(args: argparse.Namespace) -> int:
     """``deepnet predict MODEL IMAGE...``: the class and its probability for each picture."""
     model = load_model(args.model)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     failed = 0
     pictures, names = [], []
     for path in args.images:
@@ -80,7 +80,7 @@ def mislabeled_command(args: argparse.Namespace) -> int:
     from deepnet.plots import gallery_png
 
     model = load_model(args.model)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     data = _data_for_model(args, model)
     score = score_split(model, data, "test", device)
     wrong = np.flatnonzero(score.predictions != score.labels)
