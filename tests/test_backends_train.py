@@ -192,3 +192,5 @@ def test_cli_backend_from_the_environment_and_errors(env):
     bad = run_deepnet("train", "--synthetic", "--backend", "tensorflow", env=env)
     assert bad.returncode != 0 and "unknown backend 'tensorflow'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    mpi = run_deepnet("train", "--synthetic", "--distributed", "--backend", "torch", env=env)
+    assert mpi.returncode != 0 and "--distributed trains NumPy or CuPy" in mpi.stderr

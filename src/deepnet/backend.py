@@ -408,6 +408,10 @@ def to_device(
     if target.library == "torch":
         torch = _library("torch")
         want = getattr(torch, name) if name else None
+        if target.device.startswith("mps") and (name or str(getattr(x, "dtype", ""))) in (
+            "float64", "torch.float64",
+        ):  # fmt: skip
+            raise DeviceError("torch:mps has no float64 (Apple GPUs lack it): use dtype='float32'")
         if array_api_compat.is_torch_array(x):
             return x.to(device=target.native, dtype=want)
         return torch.as_tensor(_host(x), dtype=want, device=target.native)
