@@ -110,15 +110,17 @@ def test_gram_start_is_summed_in_float64(library):
 
 
 @cache
-def course_run(data_dir: str, library: str, dtype: str, gram: bool, iterations: int):
-    """The course's L-layer run on one library: costs every 100 iterations, accuracies."""
+def course_run(
+    data_dir: str, library: str, dtype: str, gram: bool, iterations: int, layers=tuple(LAYERS)
+):
+    """The course's run (L-layer, or two-layer for 3 sizes) on one library: costs every 100
+    iterations, train and test accuracy."""
     d = load_cat_data(data_dir)
     place = PLACES[library]
     with x64(library, dtype):
         X, Y = to_device(d.train_x, place, dtype), to_device(d.train_y, place, dtype)
-        params, costs = deepnet.L_layer_model(
-            X, Y, LAYERS, num_iterations=iterations, gram=gram, dtype=dtype
-        )
+        model = deepnet.two_layer_model if len(layers) == 3 else deepnet.L_layer_model
+        params, costs = model(X, Y, list(layers), num_iterations=iterations, gram=gram, dtype=dtype)
         scores = []
         for x, y in ((d.train_x, d.train_y), (d.test_x, d.test_y)):
             proba = to_numpy(deepnet.predict_proba(to_device(x, place, dtype), params))
@@ -135,12 +137,14 @@ def test_float32_gram_follows_the_ordinary_float32_step(real_data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layers", [tuple(LAYERS), (12288, 7, 1)], ids=["L-layer", "two-layer"])
 @pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
-def test_float32_gives_the_course_accuracies(library, real_data_dir):
-    """The course's 2500-iteration L-layer run in float32 (Gram path, as gram=None picks on
-    the CPU) ends at the float64 run's train and test accuracies, on every library."""
-    _, want_train, want_test = course_run(str(real_data_dir), "numpy", "float64", True, 2500)
-    costs, train, test = course_run(str(real_data_dir), library, "float32", True, 2500)
+def test_float32_gives_the_course_accuracies(library, layers, real_data_dir):
+    """The course's 2500-iteration runs in float32 (Gram path, as gram=None picks on the
+    CPU) end at the float64 run's train and test accuracies, on every library."""
+    root = str(real_data_dir)
+    _, want_train, want_test = course_run(root, "numpy", "float64", True, 2500, layers)
+    costs, train, test = course_run(root, library, "float32", True, 2500, layers)
     assert (train, test) == (want_train, want_test)
     assert costs[-1] < costs[0] / 5
 
