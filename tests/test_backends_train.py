@@ -198,3 +198,26 @@ def test_cli_backend_from_the_environment_and_errors(env):
     assert "Traceback" not in bad.stderr
     mpi = run_deepnet("train", "--synthetic", "--distributed", "--backend", "torch", env=env)
     assert mpi.returncode != 0 and "--distributed trains NumPy or CuPy" in mpi.stderr
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
+def test_minibatch_gram_source_runs_on_the_tensors_device(library):
+    """gram_batches' index arrays and its one-hot scatter are made on X's device: its
+    mini-batch steps follow the ordinary ones (float32 rounding apart)."""
+    from deepnet.engine.sources import MemorySteps
+    from deepnet.gram_batches import GramBatchSteps
+    from deepnet.initialization import draw_parameters
+    from deepnet.optim import GradientDescent
+    from deepnet.training import like
+
+    rng = np.random.RandomState(0)
+    X, Y = rng.rand(500, 60), (rng.rand(1, 60) < 0.5) * 1.0
+    host = draw_parameters([500, 6, 3, 1], "lecun", 1)
+    Xd, Yd = to_device(X, PLACES[library], "float32"), to_device(Y, PLACES[library], "float32")
+    gram = GramBatchSteps(like(host, Xd), Xd, Yd, 0.05, batch_size=16, seed=2)
+    plain = MemorySteps(like(host, Xd), Xd, Yd, GradientDescent(0.05), batch_size=16, seed=2)
+    costs = [(float(gram.run(i)), float(plain.run(i))) for i in range(5)]
+    np.testing.assert_allclose(*zip(*costs, strict=True), rtol=1e-6)
+    W1 = gram.parameters()["W1"]
+    assert device_of(W1) == device_of(Xd)
+    np.testing.assert_allclose(to_numpy(W1), to_numpy(plain.parameters()["W1"]), atol=1e-6)
