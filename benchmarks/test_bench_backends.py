@@ -6,7 +6,7 @@ Each group is one model, dtype and library on one device. Its rows:
   fused step, eager: every operation is dispatched one by one);
 - ``deepnet_gram``: one steady-state iteration of the full-batch Gram path, what
   ``fit``/``L_layer_model`` run by default at full batch (K = X.T @ X is set up before);
-- the peer: for torch, :class:`deepnet.peers.TorchStep` (``nn.Linear`` layers,
+- the peer: for torch, :class:`deepnet.bench.peers.TorchStep` (``nn.Linear`` layers,
   ``BCEWithLogitsLoss``, ``backward()``, ``optim.SGD``); for JAX, :class:`JaxStep`, the same
   network and step written the JAX way: ``jax.value_and_grad`` of a pure loss over a
   parameter pytree, the update in the same ``jax.jit``-compiled function.
@@ -26,9 +26,9 @@ import pytest
 
 from conftest import DTYPES, LEARNING_RATE, MODELS, host_data, measure
 from deepnet.backend import synchronize, to_device
+from deepnet.bench.peers import TorchStep
 from deepnet.fastpath import GramSteps
 from deepnet.initialization import draw_parameters
-from deepnet.peers import TorchStep
 from deepnet.training import like, train_step
 
 M = 209

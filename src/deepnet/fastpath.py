@@ -34,37 +34,6 @@ from deepnet.step import in_course_order, input_product, step_above_input
 Array = Any
 
 
-def gram_applies(X: Array, batch_size: int | None) -> bool:
-    """True when the Gram path is valid: full batch (every step sees the same X)."""
-    return batch_size is None or batch_size >= X.shape[1]
-
-
-def gram_pays(X: Array, n1: int, iterations: int) -> bool:
-    """True when K = X.T @ X is no larger than X and the steps left repay computing it.
-
-    K costs ~n_x * m**2 flops and each step saves ~4 * n1 * n_x * m, so it is repaid after
-    about m / (4 * n1) steps; twice that is asked for, to stay clear of the break-even.
-    """
-    n_x, m = X.shape
-    return m <= n_x and iterations * 2 * n1 >= m
-
-
-def use_gram(gram: bool | None, X: Array, batch_size: int | None, n1: int, iterations: int) -> bool:
-    """Decide for :func:`deepnet.training.fit`: None is automatic, True insists, False refuses."""
-    if gram is None:
-        # On CuPy arrays the step is a captured CUDA graph (deepnet.cuda_step), launch-bound
-        # at the course's sizes: the Gram path is left to gram=True there until measured.
-        on_gpu = array_api_compat.is_cupy_array(X)
-        return not on_gpu and gram_applies(X, batch_size) and gram_pays(X, n1, iterations)
-    if gram and not gram_applies(X, batch_size):
-        raise InputError(
-            f"gram=True needs full-batch training (batch_size=None or >= m = {X.shape[1]}), "
-            f"got batch_size={batch_size}; mini-batches see a different X at every step. "
-            "Use gram=None (automatic) or gram=False"
-        )
-    return bool(gram)
-
-
 def start_product(W1: Array, X: Array) -> Array:
     """``P = W1 @ X`` to start the Gram tracking (in float32: summed in float64, rounded once)."""
     return input_product(W1, X) if X.dtype != float32_of(X) else rounded_once(W1, X)
@@ -98,6 +67,37 @@ def rounded_once(A: Array, B: Array) -> Array:
         return xp.astype(xp.astype(A, xp.float64) @ xp.astype(B, xp.float64), xp.float32)
     product = to_numpy(A).astype(np.float64) @ to_numpy(B).astype(np.float64)
     return xp.asarray(product.astype(np.float32), device=array_api_compat.device(B))
+
+
+def gram_applies(X: Array, batch_size: int | None) -> bool:
+    """True when the Gram path is valid: full batch (every step sees the same X)."""
+    return batch_size is None or batch_size >= X.shape[1]
+
+
+def gram_pays(X: Array, n1: int, iterations: int) -> bool:
+    """True when K = X.T @ X is no larger than X and the steps left repay computing it.
+
+    K costs ~n_x * m**2 flops and each step saves ~4 * n1 * n_x * m, so it is repaid after
+    about m / (4 * n1) steps; twice that is asked for, to stay clear of the break-even.
+    """
+    n_x, m = X.shape
+    return m <= n_x and iterations * 2 * n1 >= m
+
+
+def use_gram(gram: bool | None, X: Array, batch_size: int | None, n1: int, iterations: int) -> bool:
+    """Decide for :func:`deepnet.training.fit`: None is automatic, True insists, False refuses."""
+    if gram is None:
+        # On CuPy arrays the step is a captured CUDA graph (deepnet.cuda_step), launch-bound
+        # at the course's sizes: the Gram path is left to gram=True there until measured.
+        on_gpu = array_api_compat.is_cupy_array(X)
+        return not on_gpu and gram_applies(X, batch_size) and gram_pays(X, n1, iterations)
+    if gram and not gram_applies(X, batch_size):
+        raise InputError(
+            f"gram=True needs full-batch training (batch_size=None or >= m = {X.shape[1]}), "
+            f"got batch_size={batch_size}; mini-batches see a different X at every step. "
+            "Use gram=None (automatic) or gram=False"
+        )
+    return bool(gram)
 
 
 def supports(network: Any, optimizer: Optimizer) -> bool:

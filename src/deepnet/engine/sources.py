@@ -38,6 +38,17 @@ def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[n
     return [order[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
+def column_major(X: Array) -> bool:
+    """True when X's columns are contiguous and its rows are not (NumPy/CuPy flags, torch
+    strides; JAX arrays have no layout to ask about)."""
+    flags = getattr(X, "flags", None)
+    if flags is not None:
+        return bool(flags.f_contiguous and not flags.c_contiguous)
+    if array_api_compat.is_torch_array(X) and X.ndim == 2:
+        return X.stride(0) == 1 and X.shape[0] > 1 and X.stride(1) != 1
+    return False
+
+
 def take_columns(xp: Any, X: Array, cols: Array) -> Array:
     """``X[:, cols]``, gathered along whichever axis is contiguous in memory.
 
@@ -48,17 +59,6 @@ def take_columns(xp: Any, X: Array, cols: Array) -> Array:
     if column_major(X):
         return xp.take(X.T, cols, axis=0).T
     return xp.take(X, cols, axis=1)
-
-
-def column_major(X: Array) -> bool:
-    """True when X's columns are contiguous and its rows are not (NumPy/CuPy flags, torch
-    strides; JAX arrays have no layout to ask about)."""
-    flags = getattr(X, "flags", None)
-    if flags is not None:
-        return bool(flags.f_contiguous and not flags.c_contiguous)
-    if array_api_compat.is_torch_array(X) and X.ndim == 2:
-        return X.stride(0) == 1 and X.shape[0] > 1 and X.stride(1) != 1
-    return False
 
 
 def cuda_supports(hidden: str, optimizer: Optimizer) -> bool:
