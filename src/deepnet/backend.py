@@ -281,6 +281,32 @@ def use_backend(backend: str | Backend) -> Iterator[str]:
         _context_backend.reset(token)
 
 
+def cli_device(backend: str | None, device: str | None, dtype: str | None = None) -> str:
+    """The place ``--backend``/``--device`` (then ``$DEEPNET_BACKEND``/``$DEEPNET_DEVICE``)
+    name, as a string every ``device=`` argument takes back: ``"cpu"``/``"cuda"`` for
+    NumPy/CuPy as before, else ``"torch:cpu"``, ``"jax:cpu:0"``, ...
+
+    For JAX in ``dtype`` float64 it turns on JAX's 64-bit mode: the command line does this,
+    once, before any array is made; library code never flips it (it refuses instead).
+    """
+    chosen = resolve_backend(backend, device)
+    if chosen.library in ("numpy", "cupy"):
+        return chosen.device
+    if chosen.library == "jax" and dtype == "float64":
+        _library("jax").config.update("jax_enable_x64", True)
+    return str(chosen)
+
+
+def describe(device: str) -> str:
+    """A device string as the reports print it: ``"torch:cpu (PyTorch 2.13.0)"``."""
+    chosen = resolve_backend(device=device)
+    if chosen.library == "torch":
+        return f"{chosen} (PyTorch {_library('torch').__version__})"
+    if chosen.library == "jax":
+        return f"{chosen} (JAX {_library('jax').__version__})"
+    return str(chosen)
+
+
 def cuda_available() -> bool:
     """True when CuPy is installed and sees at least one GPU."""
     try:
@@ -341,6 +367,16 @@ def device_of(x: Any) -> str:
     return type(x).__module__.split(".")[0]
 
 
+def float64_on(x: Any) -> bool:
+    """True when float64 arrays can be made where ``x`` lives (not JAX in its default 32-bit
+    mode, not torch on Apple's MPS)."""
+    if array_api_compat.is_jax_array(x):
+        return bool(_library("jax").config.jax_enable_x64)
+    if array_api_compat.is_torch_array(x):
+        return x.device.type != "mps"
+    return True
+
+
 def is_host_array(x: Any) -> bool:
     """True for NumPy arrays (and NumPy scalars)."""
     return array_api_compat.is_numpy_array(x) or isinstance(x, np.generic)
@@ -372,6 +408,10 @@ def to_device(
     if target.library == "torch":
         torch = _library("torch")
         want = getattr(torch, name) if name else None
+        if target.device.startswith("mps") and (name or str(getattr(x, "dtype", ""))) in (
+            "float64", "torch.float64",
+        ):  # fmt: skip
+            raise DeviceError("torch:mps has no float64 (Apple GPUs lack it): use dtype='float32'")
         if array_api_compat.is_torch_array(x):
             return x.to(device=target.native, dtype=want)
         return torch.as_tensor(_host(x), dtype=want, device=target.native)

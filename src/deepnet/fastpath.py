@@ -24,14 +24,50 @@ from __future__ import annotations
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
-from deepnet.backend import array_namespace
+from deepnet.backend import array_namespace, float64_on, to_numpy
 from deepnet.errors import InputError
 from deepnet.optim import GradientDescent, Optimizer, input_step
 from deepnet.regularization import NONE, Regularization
 from deepnet.step import in_course_order, input_product, step_above_input
 
 Array = Any
+
+
+def start_product(W1: Array, X: Array) -> Array:
+    """``P = W1 @ X`` to start the Gram tracking (in float32: summed in float64, rounded once)."""
+    return input_product(W1, X) if X.dtype != float32_of(X) else rounded_once(W1, X)
+
+
+def gram_matrix(X: Array) -> Array:
+    """``K = X.T @ X`` for the Gram tracking (in float32: summed in float64, rounded once)."""
+    return X.T @ X if X.dtype != float32_of(X) else rounded_once(X.T, X)
+
+
+def float32_of(X: Array) -> Any:
+    """The float32 dtype of X's namespace."""
+    return array_namespace(X).float32
+
+
+def rounded_once(A: Array, B: Array) -> Array:
+    """``A @ B`` for float32 A, B: summed in float64 and rounded once to float32.
+
+    The Gram path keeps P = W1 @ X and K = X.T @ X for the whole run, so their rounding
+    errors persist (the step-by-step path recomputes W1 @ X at every step and its errors do
+    not add up). Summed in float32, over n_x = 12288 inputs, the course's float32 L-layer
+    run left the ordinary step's costs by 3% within 300 iterations and ended at train
+    accuracy 0.9809, not 0.9856; with both rounded once it follows the ordinary float32 step
+    to 1e-7 until iteration ~700 and ends at the course's accuracies on NumPy, torch and JAX
+    (docs/benchmarks.md, "Backends"). float64 data never come here: bit-identical to before.
+    Where the device has no float64 (JAX in 32-bit mode, torch on MPS) the sum is done on
+    the host, once per run.
+    """
+    xp = array_namespace(A, B)
+    if float64_on(A):
+        return xp.astype(xp.astype(A, xp.float64) @ xp.astype(B, xp.float64), xp.float32)
+    product = to_numpy(A).astype(np.float64) @ to_numpy(B).astype(np.float64)
+    return xp.asarray(product.astype(np.float32), device=array_api_compat.device(B))
 
 
 def gram_applies(X: Array, batch_size: int | None) -> bool:
@@ -98,16 +134,16 @@ class GramFirstLayer:
     ) -> None:
         xp = self.xp = array_namespace(W1, X)
         self.X, self.learning_rate = X, learning_rate
-        self.K = X.T @ X  # (m, m), once per run
+        self.K = gram_matrix(X)  # (m, m), once per run
         if resume is not None:
             self.W1_start, self.P, self.H_sum = resume["W1_start"], resume["P"], resume["H_sum"]
             self.alpha = float(resume.get("alpha", 1.0))
         else:
             self.W1_start, self.alpha = W1, 1.0
-            self.P = input_product(W1, X)
+            self.P = start_product(W1, X)
             self.H_sum = xp.zeros_like(self.P)
         if norms:  # for L2: ||W1||^2 from P, without W1 (the same product as P's start)
-            self.P_start = input_product(self.W1_start, X)
+            self.P_start = start_product(self.W1_start, X)
             self.start_squared = xp.sum(self.W1_start * self.W1_start)
 
     def squared_norm(self) -> Array:

@@ -33,7 +33,8 @@ import numpy as np
 
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
-from deepnet.step import backward_above_input, in_course_order, input_product
+from deepnet.fastpath import gram_matrix, start_product
+from deepnet.step import backward_above_input, in_course_order
 
 Array = Any
 
@@ -44,7 +45,7 @@ class _Space:
     def __init__(self, X: Array, W1_start: Array, K: Array | None = None) -> None:
         self.xp = array_namespace(X, W1_start)
         self.X, self.W1_start, self.m = X, W1_start, X.shape[1]
-        self.K = X.T @ X if K is None else K
+        self.K = gram_matrix(X) if K is None else K
         self.on_numpy = array_api_compat.is_numpy_array(X)
 
     def scatter(self, C: Array | None, cols: Array, block: Array, sign: float = 1.0) -> Array:
@@ -57,9 +58,8 @@ class _Space:
                 out[:, cols] -= block
             return out
         xp = self.xp
-        onehot = xp.astype(
-            xp.reshape(cols, (-1, 1)) == xp.reshape(xp.arange(self.m), (1, -1)), block.dtype
-        )
+        every = xp.arange(self.m, device=array_api_compat.device(cols))
+        onehot = xp.astype(xp.reshape(cols, (-1, 1)) == xp.reshape(every, (1, -1)), block.dtype)
         embedded = block @ onehot  # exact: one 1.0 per column, zeros elsewhere
         if C is None:
             return embedded if sign > 0 else -embedded
@@ -286,7 +286,7 @@ class GramBatchSteps:
         if resume is None:
             W1 = parameters["W1"]
             self.space = _Space(X, W1, K)
-            self.W1 = Span(self.space, 1.0, input_product(W1, X))
+            self.W1 = Span(self.space, 1.0, start_product(W1, X))
             self.rest = {k: v for k, v in parameters.items() if k != "W1"}
             self.opt_state = self.optimizer.init(self._all())
         else:
@@ -325,7 +325,8 @@ class GramBatchSteps:
             return self._step(None)
         cost = 0.0
         for idx in batches:
-            cost = cost + self._step(xp.asarray(idx)) * (len(idx) / m)
+            cols = xp.asarray(idx, device=array_api_compat.device(self.Y))
+            cost = cost + self._step(cols) * (len(idx) / m)
         return cost
 
     def mark(self) -> tuple[Span, dict[str, Array]]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import array_api_compat
 import numpy as np
 
 from deepnet.backend import array_namespace, to_numpy
@@ -166,9 +167,9 @@ def state_to_host(state: State) -> State:
 
 
 def state_on(state: State, like: Array) -> State:
-    """A host state placed in ``like``'s namespace and dtype (the inverse of state_to_host)."""
-    xp = array_namespace(like)
+    """A host state placed in ``like``'s namespace, dtype and device (undoes state_to_host)."""
+    xp, where = array_namespace(like), array_api_compat.device(like)
     return {
-        k: xp.asarray(np.asarray(v), dtype=like.dtype) if isinstance(v, np.ndarray) else v
+        k: xp.asarray(v, dtype=like.dtype, device=where) if isinstance(v, np.ndarray) else v
         for k, v in state.items()
     }

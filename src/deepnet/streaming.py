@@ -195,7 +195,7 @@ class BatchStream:
         depth: int = 2,
     ) -> None:
         xp = array_namespace(like)
-        self._xp = xp
+        self._xp, self._device = xp, array_api_compat.device(like)
         self._reader = _Reader(source, max_batch)
         self._cuda = array_api_compat.is_cupy_namespace(xp)
         if self._cuda:
@@ -219,7 +219,8 @@ class BatchStream:
             X, Y = self._batches.upload(x, y, lambda event: self._queue.release(buf, event))
         else:
             self._held = buf
-            X, Y = self._xp.asarray(x), self._xp.asarray(y)
+            xp, where = self._xp, self._device
+            X, Y = xp.asarray(x, device=where), xp.asarray(y, device=where)
         return idx, X, Y
 
     def close(self) -> None:

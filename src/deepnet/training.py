@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypedDict, Unpack
 
+import array_api_compat
 import numpy as np
+from array_api_compat import is_jax_array, is_torch_array
 
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.constants import DTYPES
@@ -48,29 +50,35 @@ def train_step(
     return steps.params, cost
 
 
-def prepare(X: Array, Y: Array, device: str | None, dtype: str) -> tuple[Array, Array]:
+def prepare(
+    X: Array, Y: Array, device: str | None, dtype: str, *, backend: Any = None
+) -> tuple[Array, Array]:
     """Put X and Y on the training device in the working dtype, copying only if needed.
 
-    Host arrays go to ``device`` (resolved as usual); device arrays stay where they are
-    unless ``device`` names another one.
+    Host arrays go to ``device``/``backend`` (resolved by
+    :func:`deepnet.backend.resolve_backend`); device arrays stay where they are unless
+    ``device`` or ``backend`` names another place. The cast is :func:`to_device`'s, so a
+    64-bit dtype JAX cannot hold is refused, never silently narrowed.
     """
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if device is None and not is_host_array(X):
-        xp = array_namespace(X, Y)
+    if device is None and backend is None and not is_host_array(X):
+        xp = array_namespace(X, Y)  # one library, one device (DeviceError otherwise)
+        if is_torch_array(X) or is_jax_array(X):  # stay on X's device; JAX's cast is checked
+            where = device_of(X)
+            return to_device(X, where, dtype), to_device(Y, where, dtype)
         want = getattr(xp, dtype)
         X = X if X.dtype == want else xp.astype(X, want)
         Y = Y if Y.dtype == want else xp.astype(Y, want)
         return X, Y
-    if device is not None and device_of(X) not in ("cpu", device):
-        X, Y = to_numpy(X), to_numpy(Y)
-    return to_device(X, device, dtype), to_device(Y, device, dtype)
+    X = to_device(X, device, dtype, backend=backend)
+    return X, to_device(Y, device, dtype, backend=backend)
 
 
 def like(host: dict[str, np.ndarray], X: Array) -> dict[str, Array]:
-    """Host parameters placed in X's namespace and dtype."""
-    xp = array_namespace(X)
-    return {k: xp.asarray(np.asarray(v), dtype=X.dtype) for k, v in host.items()}
+    """Host parameters placed in X's namespace, dtype and device."""
+    xp, where = array_namespace(X), array_api_compat.device(X)
+    return {k: xp.asarray(to_numpy(v), dtype=X.dtype, device=where) for k, v in host.items()}
 
 
 def fit(

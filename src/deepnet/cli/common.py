@@ -66,7 +66,7 @@ def device_line(device: str) -> str:
     """The device as the reports name it."""
     if device == "cuda":
         return f"cuda ({backend.gpu_description()})"
-    return "cpu (NumPy)"
+    return "cpu (NumPy)" if device == "cpu" else backend.describe(device)
 
 
 def quote(path: Path) -> str:

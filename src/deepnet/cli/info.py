@@ -43,7 +43,7 @@ def info_command(args: argparse.Namespace) -> int:
         print(f"data: {root} (DEEPNET_DATA)")
     print(synthetic_line())
     try:
-        device = backend.resolve_device(args.device)
+        device = backend.cli_device(args.backend, args.device)
     except DeepnetError as exc:
         print("device: unusable")
         error(str(exc))

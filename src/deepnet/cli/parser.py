@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
             choices=backend.DEVICES,
             help="cpu (NumPy) or cuda (CuPy); default: $DEEPNET_DEVICE, else cpu",
         )
+        p.add_argument(
+            "--backend",
+            metavar="LIBRARY[:DEVICE]",
+            help="the array library: numpy, cupy, torch or jax, optionally with its device "
+            "(torch:cuda, torch:mps, jax:gpu); default: $DEEPNET_BACKEND, else --device decides",
+        )
 
     def data_options(p: argparse.ArgumentParser, default: str) -> None:
         group = p.add_mutually_exclusive_group()

@@ -275,7 +275,10 @@ def _setup(
     if resume is not None and "print_every" in getattr(args, "given", set()):
         check_print_every(args.print_every, settings.record_every)  # display only: allowed
         settings = replace(settings, print_every=args.print_every)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, settings.dtype)
+    if comm is not None and device not in ("cpu", "cuda"):
+        raise InputError(f"--distributed trains NumPy or CuPy arrays, not {device}; leave out "
+                         "--backend (or use numpy or cupy)")  # fmt: skip
     stream = stream_path(args, resume)
     if stream is not None and (args.data is not None or args.synthetic):
         raise InputError("--stream FILE is the training data; leave out --data/--synthetic")

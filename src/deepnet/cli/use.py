@@ -47,7 +47,7 @@ def _describe(model: Model, path: str) -> str:
 def evaluate_command(args: argparse.Namespace) -> int:
     """``deepnet evaluate MODEL``: train and test accuracy with confusion counts."""
     model = load_model(args.model)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     data = _data_for_model(args, model)
     print(f"model: {_describe(model, args.model)}")
     print(f"data: {safe_text(data.source)}")
@@ -67,7 +67,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def predict_command(args: argparse.Namespace) -> int:
     """``deepnet predict MODEL IMAGE...``: the class and its probability for each picture."""
     model = load_model(args.model)
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     failed = 0
     pictures, names = [], []
     for path in args.images:
@@ -107,7 +107,7 @@ def mislabeled_command(args: argparse.Namespace) -> int:
         if args.out is not None
         else str(Path(args.model).with_name(Path(args.model).stem + "-mislabeled.png"))
     )
-    device = backend.resolve_device(args.device)
+    device = backend.cli_device(args.backend, args.device, model.dtype)
     folder, synthetic = _data_choice(args, model)
     inputs = {"the model": args.model}
     inputs |= data_files(folder, synthetic, "--data" if args.data is not None else ENV_VAR)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from deepnet import fastpath
@@ -39,6 +40,17 @@ def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[n
     return [order[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
+def column_major(X: Array) -> bool:
+    """True when X's columns are contiguous and its rows are not (NumPy/CuPy flags, torch
+    strides; JAX arrays have no layout to ask about)."""
+    flags = getattr(X, "flags", None)
+    if flags is not None:
+        return bool(flags.f_contiguous and not flags.c_contiguous)
+    if array_api_compat.is_torch_array(X) and X.ndim == 2:
+        return X.stride(0) == 1 and X.shape[0] > 1 and X.stride(1) != 1
+    return False
+
+
 def take_columns(xp: Any, X: Array, cols: Array) -> Array:
     """``X[:, cols]``, gathered along whichever axis is contiguous in memory.
 
@@ -46,8 +58,7 @@ def take_columns(xp: Any, X: Array, cols: Array) -> Array:
     gives). Gathering such columns directly walks memory with a 12288-row stride, 200x slower
     than gathering the rows of the transpose; for C-ordered X it is the other way round.
     """
-    flags = getattr(X, "flags", None)  # NumPy and CuPy expose the layout; others may not
-    if flags is not None and flags.f_contiguous and not flags.c_contiguous:
+    if column_major(X):
         return xp.take(X.T, cols, axis=0).T
     return xp.take(X, cols, axis=1)
 
@@ -140,10 +151,10 @@ class MemorySteps(ParameterSteps):
         batches = batch_order(m, self.batch_size, self.seed, iteration)
         if batches is None:
             return self.step(X, Y, iteration, fixed_input=True)
-        xp = array_namespace(X, Y)
+        xp, where = array_namespace(X, Y), array_api_compat.device(X)
         cost = 0.0
         for k, idx in enumerate(batches):
-            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+            cols = xp.asarray(idx, device=where)  # a small host->device copy of the indices
             Xb, Yb = take_columns(xp, X, cols), xp.take(Y, cols, axis=1)
             cost = cost + self.step(Xb, Yb, iteration, batch=k) * (len(idx) / m)
         return cost
