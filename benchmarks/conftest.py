@@ -113,7 +113,7 @@ def real_data() -> tuple[np.ndarray, np.ndarray] | None:
     path = Path(root or ".") / "train_catvnoncat.h5"
     if not root or not path.is_file():
         return None
-    import h5py  # noqa: PLC0415
+    import h5py
 
     with h5py.File(path, "r") as f:
         x = np.asarray(f["train_set_x"])

@@ -71,7 +71,7 @@ def own_threads(n: int) -> Iterator[None]:
 @contextlib.contextmanager
 def thread_limit(n: int) -> Iterator[None]:
     """Hold every BLAS and OpenMP pool (NumPy's and PyTorch's) to ``n`` threads."""
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits
 
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
@@ -97,7 +97,7 @@ def spread(times: list[float]) -> dict[str, float]:
 
 def torch_run(X: np.ndarray, Y: np.ndarray, dtype: str, batch: int | None, n: int) -> float:
     """PyTorch's run: the same batches as deepnet's (batch_order), cost read every 100."""
-    import torch  # noqa: PLC0415
+    import torch
 
     step = TorchStep(draw_parameters(DIMS, "lecun", 1), X, Y, LEARNING_RATE, dtype=dtype)
     m, last = X.shape[1], 0.0

@@ -46,7 +46,7 @@ def test_bench_torch_column(capsys):
     assert main([*TINY, "--sizes", "8", "--dtypes", "float32", "--peers", "torch"]) == 0
     (row,) = table_rows(capsys.readouterr().out)
     try:
-        import torch  # noqa: F401, PLC0415
+        import torch  # noqa: F401
     except ImportError:
         assert row["torch"] == "not-installed" and row["/torch"] == "-"
     else:

@@ -561,7 +561,7 @@ def test_missing_state_or_caches_get_deepnet_errors():
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 def test_he_minibatch_l2_loop_on_the_cat_data_matches_numpy(backend, real_data_dir, optimizer):
     """He init + mini-batches + L2 + momentum/Adam, step by step against a NumPy loop."""
-    from deepnet.data import load_dataset  # noqa: PLC0415  (only with the real data)
+    from deepnet.data import load_dataset  # only with the real data
 
     data = load_dataset(real_data_dir)
     dims, lambd, lr, epochs = [12288, 20, 7, 5, 1], 0.1, 0.0007, 2

@@ -162,7 +162,7 @@ def load(root, split):
 
 
 def accuracy_of(params, X, Y):
-    from deepnet.kernels import accuracy, predict  # noqa: PLC0415
+    from deepnet.kernels import accuracy, predict
 
     return accuracy(predict(X, None, params), Y)
 

@@ -49,7 +49,7 @@ def test_same_steps_as_the_ordinary_mini_batch_step(backend, host, dims, batch):
 @pytest.fixture
 def fit_on_gram_batches(monkeypatch):
     """fit with its mini-batch source replaced by this one: the plug-in engine will make."""
-    import deepnet.training as training  # noqa: PLC0415
+    import deepnet.training as training
 
     monkeypatch.setattr(training, "_PlainSteps", GramBatchSteps)
     return fit
@@ -216,7 +216,7 @@ def load(root, split):
 
 
 def test_course_data_mini_batch_64_same_costs_and_accuracy(real_data_dir):
-    from deepnet.kernels import accuracy, predict  # noqa: PLC0415
+    from deepnet.kernels import accuracy, predict
 
     X, Y = load(real_data_dir, "train")
     Xt, Yt = load(real_data_dir, "test")

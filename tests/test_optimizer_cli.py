@@ -113,7 +113,7 @@ def test_the_options_are_checked_and_a_resume_keeps_them(tmp_path, capsys):
 
 
 def test_a_resumed_run_refuses_another_optimizer(tmp_path, capsys, monkeypatch):
-    from deepnet.cli import common  # noqa: PLC0415
+    from deepnet.cli import common
 
     args = ["train", *COMMON, "-n", "40", "--out", str(tmp_path / "m.npz")]
     stops = iter([False] * 25 + [True] * 100)
@@ -128,7 +128,7 @@ def test_a_resumed_run_refuses_another_optimizer(tmp_path, capsys, monkeypatch):
 
 
 def test_checkpoints_of_earlier_versions_resume_with_the_defaults(tmp_path):
-    from deepnet.checkpoint import Checkpoint  # noqa: PLC0415
+    from deepnet.checkpoint import Checkpoint
 
     rng = np.random.default_rng(0)
     params = {"W1": rng.random((3, 12288)), "b1": np.zeros((3, 1)),

@@ -155,7 +155,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_the_cat_data_runs_match_a_numpy_loop(real_data_dir, case, gram):
     """Each recorded cost equals the NumPy loop's to 1e-12 relative, every epoch."""
-    from deepnet.data import load_dataset  # noqa: PLC0415
+    from deepnet.data import load_dataset
 
     options, rule, batch_size, epochs = CASES[case]
     if gram is False and batch_size is not None:
@@ -444,10 +444,10 @@ def on(backend, table):
 def test_the_engines_l2_gradients_pass_the_courses_gradient_check(backend, lambd):
     """The fused step's cost and gradients with L2 (what every optimizer is fed) against
     the course's regularised cost, by gradient_check_n: difference < 2e-7 in float64."""
-    from deepnet.course_tools import compute_cost_with_regularization  # noqa: PLC0415
-    from deepnet.gradient_check import gradient_check_n  # noqa: PLC0415
-    from deepnet.kernels import L_model_forward  # noqa: PLC0415
-    from deepnet.step import backward_above_input  # noqa: PLC0415
+    from deepnet.course_tools import compute_cost_with_regularization
+    from deepnet.gradient_check import gradient_check_n
+    from deepnet.kernels import L_model_forward
+    from deepnet.step import backward_above_input
 
     xp = backend.xp
     X, Y = (backend.asarray(a) for a in data(n_x=6, m=9, seed=4))
@@ -465,10 +465,10 @@ def test_the_engines_l2_gradients_pass_the_courses_gradient_check(backend, lambd
 
 def test_streamed_and_distributed_runs_take_the_optimizers(tmp_path):
     """The same optimizer state carried by the file-reading and the MPI sources."""
-    import h5py  # noqa: PLC0415
+    import h5py
 
-    from deepnet.distributed import fit_distributed  # noqa: PLC0415
-    from deepnet.streaming import fit_stream, make_synthetic  # noqa: PLC0415
+    from deepnet.distributed import fit_distributed
+    from deepnet.streaming import fit_stream, make_synthetic
 
     path = make_synthetic(tmp_path / "s.h5", 60, seed=3, image_shape=(4, 4, 3)).path
     with h5py.File(path) as f:

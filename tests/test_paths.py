@@ -187,7 +187,7 @@ def test_a_deepnet_file_of_another_kind_is_not_replaced(tmp_path: Path):
 def test_matplotlib_pictures_carry_the_marker(tmp_path: Path):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     figure = plt.figure(figsize=(2, 2))
     figure.savefig(tmp_path / "ours.png", metadata=PNG_METADATA)

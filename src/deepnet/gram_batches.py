@@ -277,7 +277,7 @@ class GramBatchSteps:
         resume: GramBatchState | None = None,
         K: Array | None = None,
     ) -> None:
-        from deepnet.training import batch_order  # noqa: PLC0415  (training imports sources)
+        from deepnet.training import batch_order  # training imports sources
 
         self.batch_order = batch_order
         self.xp = array_namespace(X, Y)

@@ -45,7 +45,7 @@ def check_network(layer_dims: Sequence[int], dtype: str = "float64") -> list[int
     """Layer sizes a network can be trained with: :func:`check_layer_dims`, one output unit
     (the sigmoid's P(cat); accuracy and the cost assume it), and parameters that fit in
     :data:`deepnet.model_io.MAX_PARAMETER_BYTES` (checked before any array is drawn)."""
-    from deepnet.model_io import MAX_PARAMETER_BYTES, parameter_bytes  # noqa: PLC0415  (cycle)
+    from deepnet.model_io import MAX_PARAMETER_BYTES, parameter_bytes  # cycle
 
     dims = check_layer_dims(layer_dims)
     if dims[-1] != 1:

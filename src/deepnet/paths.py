@@ -74,7 +74,7 @@ def mark_png(pnginfo: Any = None) -> Any:
     Use: ``image.save(handle, format="PNG", pnginfo=mark_png())``. With matplotlib:
     ``figure.savefig(handle, format="png", metadata=PNG_METADATA)``.
     """
-    from PIL.PngImagePlugin import PngInfo  # noqa: PLC0415  (Pillow only when writing a PNG)
+    from PIL.PngImagePlugin import PngInfo  # Pillow only when writing a PNG
 
     info = PngInfo() if pnginfo is None else pnginfo
     key, value = next(iter(PNG_METADATA.items()))

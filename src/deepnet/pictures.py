@@ -41,7 +41,7 @@ def load_picture(path: str | os.PathLike) -> np.ndarray:
     :func:`deepnet.data.preprocess` (with a leading axis) for exactly the training
     preprocessing. Raises :class:`InputError` naming the file and the cause.
     """
-    from PIL import Image, ImageOps  # noqa: PLC0415  (only predict needs Pillow)
+    from PIL import Image, ImageOps  # only predict needs Pillow
 
     shown = safe_text(os.fspath(path))
     handle = _open_regular(path, shown)

@@ -25,8 +25,8 @@ _WRONG = "#c82828"
 
 
 def _figure(width: int, height: int) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  (slow import)
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # slow import
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)

@@ -188,7 +188,7 @@ def blas_threads(readers: int = 0, *, decided: ThreadPlan | None = None) -> Iter
     if chosen.threads is None:
         yield chosen
         return
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=chosen.threads, user_api="blas"):
         yield chosen
@@ -200,8 +200,8 @@ def blas_info(decided: ThreadPlan | None = None) -> dict[str, Any]:
     For ``deepnet info``, ``deepnet bench`` and the benchmark JSON. With several BLAS
     libraries loaded (PyTorch brings its own), the one NumPy links is reported.
     """
-    import numpy  # noqa: PLC0415, F401  (loads NumPy's BLAS)
-    from threadpoolctl import threadpool_info  # noqa: PLC0415
+    import numpy  # noqa: F401  (loads NumPy's BLAS)
+    from threadpoolctl import threadpool_info
 
     blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
     mine = [lib for lib in blas if "numpy" in str(lib.get("filepath", ""))] or blas

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from deepnet.cli import common
 from deepnet.cli.common import Progress, StopRequest
 from deepnet.cli.info import bench_command
+from deepnet.cli.modes import run_training
 from deepnet.cli.parser import build_parser
-from deepnet.cli.train import run_training
 from deepnet.data import load_cat_data
 from deepnet.errors import DeepnetError
 from deepnet.settings import train_settings

@@ -120,7 +120,7 @@ def data_files(folder: str | None, synthetic: bool, origin: str) -> dict[str, Pa
     """
     root = None if synthetic else data_dir(folder)
     if root is None:
-        from deepnet.synthetic import cache_dir  # noqa: PLC0415  (only for the synthetic set)
+        from deepnet.synthetic import cache_dir  # only for the synthetic set
 
         root, origin = cache_dir(), ""
     elif os.path.exists(root) and not os.path.isdir(root):
