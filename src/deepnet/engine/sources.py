@@ -13,17 +13,21 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
-from deepnet import cuda_step, fastpath
+from deepnet import cuda_step, fastpath, gram_batches
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
 from deepnet.optim import Optimizer, State, is_plain_gd
 from deepnet.step import optimizer_step
 
 Array = Any
+
+
+_ORDER = threading.local()  # one generator per thread (the read-ahead thread draws too)
 
 
 def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[np.ndarray] | None:
@@ -33,7 +37,13 @@ def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[n
     """
     if batch_size is None or batch_size >= m:
         return None
-    order = np.random.RandomState([seed, epoch]).permutation(m)
+    # Re-seeding one generator per thread draws the same permutation as a new
+    # RandomState([seed, epoch]) in a tenth of the time (~20 us against ~0.16 ms).
+    rng = getattr(_ORDER, "rng", None)
+    if rng is None:
+        rng = _ORDER.rng = np.random.RandomState()
+    rng.seed([seed, epoch])
+    order = rng.permutation(m)
     return [order[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
@@ -148,8 +158,10 @@ def memory_source(
     resume: dict[str, Any] | None = None,
     **step_options: Any,
 ) -> MemorySteps | fastpath.GramSteps:
-    """The source for in-memory data: the Gram path where it is valid, supported and pays
-    (``gram``: None automatic, True wherever valid, False never), else :class:`MemorySteps`.
+    """The source for in-memory data: the Gram path where it is supported and pays
+    (``gram``: None automatic, True wherever supported, False never), else
+    :class:`MemorySteps`. Full batch: :class:`deepnet.fastpath.GramSteps`; mini-batches:
+    :class:`deepnet.gram_batches.GramBatchSteps` (:func:`deepnet.gram_batches.use`).
 
     A resumed Gram run (``gram.*`` arrays in ``resume``) continues on the Gram path,
     exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed) are
@@ -158,6 +170,12 @@ def memory_source(
     resume = resume or {}
     hidden, batch_size = step_options.get("hidden", "relu"), step_options.get("batch_size")
     n1 = parameters["W1"].shape[0]
+    if not fastpath.gram_applies(X, batch_size):  # mini-batches: deepnet.gram_batches
+        if gram_batches.use(gram, X, batch_size, n1, iterations_left, optimizer, resume):
+            return gram_batches.GramBatchSteps(parameters, X, Y, optimizer, resume=resume,
+                                               **step_options)  # fmt: skip
+        resume = {k: v for k, v in resume.items() if not k.startswith("gram.")}
+        return MemorySteps(parameters, X, Y, optimizer, resume=resume, **step_options)
     supported = fastpath.supports(None, optimizer)
     if gram and not supported:
         raise InputError(
