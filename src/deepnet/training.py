@@ -13,6 +13,7 @@ from typing import Any, Unpack
 
 import numpy as np
 
+from deepnet import threads
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.engine.fit import LoopOptions, StepSource, TrainState, check_loop_options, run_loop
 from deepnet.engine.sources import ParameterSteps, batch_order, memory_source, take_columns
@@ -150,10 +151,12 @@ def train(
         resume = state_on(dict(start.resume), X)
         state = TrainState(like(start.parameters, X), list(start.costs), start.iteration,
                            resume=resume)  # fmt: skip
-    return fit(
-        X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations, seed=seed,
-        **fit_options,
-    )  # fmt: skip
+    with threads.blas_threads(resume=state.resume) as chosen:  # docs/benchmarks.md, "Threads"
+        state = fit(
+            X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations, seed=seed,
+            **threads.recording(chosen, fit_options),
+        )  # fmt: skip
+    return threads.stamped(state, chosen)
 
 
 def two_layer_model(

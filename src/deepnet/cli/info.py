@@ -8,7 +8,7 @@ import os
 import platform
 from collections.abc import Sequence
 
-from deepnet import __version__, backend
+from deepnet import __version__, backend, threads
 from deepnet.cli.common import device_line, error, version
 from deepnet.data import data_dir
 from deepnet.errors import DeepnetError, InputError
@@ -23,6 +23,7 @@ def info_command(args: argparse.Namespace) -> int:
     cupy = [f"{n} {v}" for n in ("cupy-cuda12x", "cupy-cuda13x", "cupy") if (v := version(n))]
     print(f"cupy: {', '.join(cupy) or 'not installed'}")
     print(f"gpu: {backend.gpu_description() or 'none usable'}")
+    print(threads.describe())  # the BLAS, its threads now, and deepnet's thread policy
     root = data_dir()
     if root is None:
         print("data: DEEPNET_DATA is not set; `deepnet train` uses the synthetic set")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from deepnet import backend
+from deepnet import backend, threads
 from deepnet.checkpoint import Checkpoint, fingerprint, save_checkpoint
 from deepnet.cli import common
 from deepnet.cli.common import Progress, StopRequest, check_writable, device_line, quote
@@ -296,7 +296,7 @@ def train_command(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     stop = StopRequest()
     try:
-        with stop:
+        with stop, threads.blas_threads(resume=None if start is None else start.resume):
             state = run.train(
                 settings, device, start, callback=progress,
                 checkpoint_every=args.checkpoint_every, on_checkpoint=keep_going,
