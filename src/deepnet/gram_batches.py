@@ -109,9 +109,9 @@ def use(
 class BatchFirstLayer(GramFirstLayer):
     """:class:`GramFirstLayer` with a step on some columns: ``W1 <- d W1 - H1 @ X_B.T``."""
 
-    def step_columns(self, cols: Array, H: Array, decay: float = 1.0) -> None:
+    def step_columns(self, cols: Array, H: Array, decay: float = 1.0, xp: Any = None) -> None:
         """Apply ``W1 <- decay * W1 - H @ X[:, cols].T`` (H: n1 x |cols|) in P's terms."""
-        xp = array_namespace(H)
+        xp = array_namespace(H) if xp is None else xp
         if decay != 1:
             self.P, self.H_sum, self.alpha = decay * self.P, decay * self.H_sum, decay * self.alpha
         self.P = self.P - H @ xp.take(self.K, cols, axis=0)
@@ -183,7 +183,7 @@ class GramBatchSteps(GramSteps):
             )  # fmt: skip
             if self.per_batch:
                 H, decay, state = self.optimizer.input_step(G, state, iteration)  # type: ignore[attr-defined]
-                self.first.step_columns(cols, H, decay)
+                self.first.step_columns(cols, H, decay, xp)
             else:  # G placed in the batch's columns: input_step sees a gradient on all of X
                 G_all = scatter_add(xp.zeros_like(self.first.P), cols, G)
                 H, decay, state = self.optimizer.input_step(G_all, state, iteration)  # type: ignore[attr-defined]

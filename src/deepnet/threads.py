@@ -18,7 +18,11 @@ The policy (:func:`plan`), evaluated once when a run starts:
    they come off the node's total before it is shared out. The 1-minute load average is
    not used to decide: it lags a minute behind and counts this process's own past threads.
 
-The result is at least one thread. Why fewer threads rather than more: a BLAS product
+The result is at least one thread. It is recorded in the run's resume state
+(:data:`RESUME_KEY`) and a resumed run takes it again: OpenBLAS's float64 products differ in
+their last bits between thread counts, and ``--resume`` must continue bit for bit.
+
+Why fewer threads rather than more: a BLAS product
 split over two threads waits for the slower one, and a thread that shares its core with
 another process waits for the scheduler's tick (4 ms); one thread per free core keeps the
 product's time close to its single-thread time when the machine is busy
