@@ -333,3 +333,13 @@ def test_cli_batch_64_sigint_and_resume_is_bit_identical(env, tmp_path):
     assert a.costs == b.costs
     for key, value in b.parameters.items():
         np.testing.assert_array_equal(a.parameters[key], value, err_msg=key)
+
+
+def test_other_hidden_activations():
+    X, Y = data()
+    kw = dict(learning_rate=0.05, record_every=5, batch_size=16, seed=2, num_iterations=30)
+    for hidden in ("tanh", "sigmoid"):
+        want = fit(X, Y, TrainState(params_for([120, 7, 1], X)), gram=False, hidden=hidden, **kw)
+        got = fit(X, Y, TrainState(params_for([120, 7, 1], X)), gram=True, hidden=hidden, **kw)
+        np.testing.assert_allclose(got.costs, want.costs, **CLOSE)
+        np.testing.assert_allclose(got.parameters["W2"], want.parameters["W2"], **CLOSE)
