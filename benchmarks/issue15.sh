@@ -9,13 +9,11 @@ mkdir -p "$out"
 load() { echo "$(date -u +%H:%M:%S) load $(cut -d' ' -f1-4 /proc/loadavg) $1" | tee -a "$out/load.txt"; }
 bench=(python -m pytest -q -p no:cacheprovider benchmarks/test_bench_course.py --benchmark-only)
 
-load "blocked step"
-timeout 900 python benchmarks/blocked_compare.py --sizes 209,1024,8192 --rounds 5 | tee "$out/blocked.txt"
 load "course runs"
 timeout 1200 "${bench[@]}" -k "course_run and L_layer_model" --e2e-iterations "$iters" \
     --benchmark-json="$out/course.json" > "$out/course.log" 2>&1
 load "ordinary step, BLAS default threads"
-timeout 900 "${bench[@]}" -k "step_vs" --big --benchmark-json="$out/step.json" > "$out/step.log" 2>&1
+timeout 900 "${bench[@]}" -k "step_vs" --benchmark-json="$out/step.json" > "$out/step.log" 2>&1
 load "ordinary step, 1 thread"
 OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 timeout 900 "${bench[@]}" \
     -k "step_vs and (train_step or two_products)" --benchmark-json="$out/step1.json" \
@@ -37,6 +35,8 @@ for round in 1 2 3; do
     done
 done
 rm -rf "$data"
+load "blocked step"
+timeout 900 python benchmarks/blocked_compare.py --sizes 209,1024,8192 --rounds 5 | tee "$out/blocked.txt"
 load "done"
 python benchmarks/course_report.py "$out/course.json" "$out/step.json" "$out/step1.json" \
     "$out/another.json" > "$out/report.md" 2>&1 || true
