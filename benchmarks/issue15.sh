@@ -28,7 +28,7 @@ for round in 1 2 3; do
     for ranks in 1 2; do
         start=$(date +%s.%N)
         timeout 600 mpiexec -n "$ranks" python -m deepnet.cli train --distributed --data "$data" \
-            -n 100 --print-every 0 --no-progress --out "$data/r$round-$ranks.npz" \
+            -n 50 --print-every 0 --no-progress --out "$data/r$round-$ranks.npz" \
             | grep "trained in" | sed "s/^/ranks=$ranks round=$round /" | tee -a "$out/mpi.txt"
         echo "ranks=$ranks round=$round wall $(echo "$(date +%s.%N) - $start" | bc) s" \
             | tee -a "$out/mpi.txt"
