@@ -182,3 +182,11 @@ def test_training_records_its_count_in_checkpoints_and_resumes_on_it(monkeypatch
     assert more.resume[threads.RESUME_KEY] == 1 and set(during) == {1}
     params, _ = L_layer_model(X, Y, [50, 3, 1], num_iterations=2)
     assert params["W1"].shape == (3, 50)
+
+
+def test_deepnet_info_reports_the_blas_and_the_policy(capsys):
+    from deepnet import cli  # noqa: PLC0415
+
+    cli.main(["info"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BLAS: ")]
+    assert len(lines) == 1 and "deepnet's policy" in lines[0]
