@@ -34,7 +34,7 @@ import array_api_compat
 from deepnet.backend import array_namespace
 from deepnet.errors import InputError
 from deepnet.fastpath import GramFirstLayer, GramSteps
-from deepnet.optim import Optimizer
+from deepnet.optim import GradientDescent, Optimizer
 from deepnet.step import step_above_input
 
 Array = Any
@@ -127,14 +127,15 @@ def scatter_add(A: Array, cols: Array, block: Array) -> Array:
         out[:, cols] += block
         return out
     xp = array_namespace(A, block)
-    m = A.shape[1]
-    onehot = xp.astype(xp.reshape(cols, (-1, 1)) == xp.reshape(xp.arange(m), (1, -1)), A.dtype)
+    every = xp.arange(A.shape[1], device=array_api_compat.device(cols))
+    onehot = xp.astype(xp.reshape(cols, (-1, 1)) == xp.reshape(every, (1, -1)), A.dtype)
     return A + block @ onehot  # exact: one 1.0 per column, zeros elsewhere
 
 
 class GramBatchSteps(GramSteps):
     """Mini-batch iterations for :func:`deepnet.engine.fit.run_loop`, W1 @ X tracked
     through K (full batch, ``batch_size`` None or >= m, is :class:`GramSteps`' step).
+    ``optimizer`` may be a learning rate (plain gradient descent).
 
     Marks, parameters, the resume record (``opt.*`` and ``gram.*``) and close are
     :class:`GramSteps`'; the batches are ``batch_order(m, batch_size, seed, iteration)``.
@@ -145,13 +146,15 @@ class GramBatchSteps(GramSteps):
         parameters: dict[str, Array],
         X: Array,
         Y: Array,
-        optimizer: Optimizer,
+        optimizer: Optimizer | float,
         *,
         hidden: str = "relu",
         batch_size: int | None = None,
         seed: int = 1,
         resume: dict[str, Any] | None = None,
     ) -> None:
+        if not isinstance(optimizer, Optimizer):  # a learning rate: plain gradient descent
+            optimizer = GradientDescent(optimizer)
         if not supports(optimizer):
             raise InputError(f"the Gram path cannot run {optimizer!r}; use gram=False")
         resume = resume or {}
@@ -173,9 +176,10 @@ class GramBatchSteps(GramSteps):
         if batches is None:
             return super().run(iteration)
         xp, m = array_namespace(self.first.P), self.m
+        where = array_api_compat.device(self.Y)
         cost = 0.0
         for idx in batches:
-            cols = xp.asarray(idx)  # a small host->device copy of the batch's indices
+            cols = xp.asarray(idx, device=where)  # a small host->device copy of the indices
             P_B, Y_B = xp.take(self.first.P, cols, axis=1), xp.take(self.Y, cols, axis=1)
             rest, G, c, state = step_above_input(
                 {**self.rest, "W1": None}, P_B, Y_B, self.optimizer, self.opt_state,
