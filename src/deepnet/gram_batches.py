@@ -152,7 +152,10 @@ class GramBatchSteps(GramSteps):
         batch_size: int | None = None,
         seed: int = 1,
         resume: dict[str, Any] | None = None,
+        reg: Any = None,
     ) -> None:
+        if reg is not None and not getattr(reg, "plain", True):
+            raise InputError("the mini-batch Gram source runs no L2 or dropout; use gram=False")
         if not isinstance(optimizer, Optimizer):  # a learning rate: plain gradient descent
             optimizer = GradientDescent(optimizer)
         if not supports(optimizer):
