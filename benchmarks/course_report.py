@@ -1,6 +1,6 @@
 """Issue 15's tables, medians with their spread, from a test_bench_course.py JSON.
 
-    python benchmarks/course_report.py course.json > tables.md
+    python benchmarks/course_report.py course.json [more.json ...] > tables.md
 
 Every figure is a median over the rounds (min-max in brackets); ratios are between runs
 that alternated in the same test. The run's BLAS, thread settings and load average head
@@ -80,18 +80,23 @@ def busy(benchmarks: list[dict]) -> list[str]:
     return rows
 
 
-def main(path: str) -> None:
-    with open(path) as f:
-        data = json.load(f)
-    out = header(data)
-    for title, table in (
-        ("Course runs, deepnet beside PyTorch", course_runs),
-        ("The ordinary step, PyTorch and the GEMM floor", steps),
-        ("Another process on the machine", busy),
-    ):
-        out += [f"### {title}", "", *table(data["benchmarks"]), ""]
+def main(paths: list[str]) -> None:
+    """Print the tables of each JSON file (tables with no rows in a file are left out)."""
+    out: list[str] = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        out += [f"## {path}", "", *header(data)]
+        for title, table in (
+            ("Course runs, deepnet beside PyTorch", course_runs),
+            ("The ordinary step, PyTorch and the GEMM floor", steps),
+            ("Another process on the machine", busy),
+        ):
+            rows = table(data["benchmarks"])
+            if len(rows) > 2:
+                out += [f"### {title}", "", *rows, ""]
     print("\n".join(out))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])

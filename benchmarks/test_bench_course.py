@@ -7,8 +7,9 @@ and a busy machine.
   same batch order), with the BLAS (and PyTorch) held to 1 or 2 threads. Five rounds that
   alternate: PyTorch's run (the round's untimed setup, timed by hand) then deepnet's;
   ``extra_info`` holds both medians, their spreads and ``ratio`` (deepnet / PyTorch).
-  The ``gram_batches`` rows run the mini-batch Gram source (``deepnet.gram_batches``)
-  in fit's place, until fit uses it.
+  ``L_layer_model`` takes its default paths (the Gram path at full batch, the mini-batch
+  Gram source of ``deepnet.gram_batches`` at batch 64); the ``ordinary`` rows are
+  ``L_layer_model(..., gram=False)``, the ordinary step.
 - ``ordinary step m=1024 float32``: train_step and the blocked step against PyTorch's step
   (alternating) and the GEMM floor: the two products at the square-SGEMM rate measured in
   the same session (``floor_ms``, ``over_floor``).
@@ -39,7 +40,6 @@ from conftest import LEARNING_RATE, MODELS, host_data, need_torch, real_data
 from deepnet import threads
 from deepnet.bench.peers import TorchStep
 from deepnet.blocked_step import blocked_train_step
-from deepnet.gram_batches import GramBatchSteps
 from deepnet.initialization import draw_parameters
 from deepnet.step import input_product
 from deepnet.training import L_layer_model, batch_order, like, train_step
@@ -119,38 +119,23 @@ def torch_run(X: np.ndarray, Y: np.ndarray, dtype: str, batch: int | None, n: in
     return last
 
 
-def source_run(steps: Any, n: int) -> dict:
-    """fit's loop over a step source: cost read every 100 iterations, W1 formed at the end."""
-    for i in range(n):
-        cost = steps.run(i)
-        if i % 100 == 0:
-            float(cost)
-    return steps.parameters()
-
-
 @pytest.mark.parametrize("n_threads", [1, 2])
-@pytest.mark.parametrize("impl", ["L_layer_model", "gram_batches"])
+@pytest.mark.parametrize("impl", ["L_layer_model", "ordinary"])
 @pytest.mark.parametrize("batch", [None, 64], ids=["full", "batch64"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_course_run_vs_torch(benchmark, request, dtype, batch, impl, n_threads) -> None:
     """A whole course run, deepnet and PyTorch alternating, at 1 or 2 threads."""
     need_torch("cpu")
-    if impl == "gram_batches" and batch is None:
-        pytest.skip("full batch: L_layer_model already runs the Gram path")
     n = request.config.getoption("--e2e-iterations")
     source, X64, Y64 = course_data()
     X, Y = X64.astype(dtype), Y64.astype(dtype)
     benchmark.group = f"course {dtype} {'full' if batch is None else batch} threads={n_threads}"
 
-    if impl == "L_layer_model":
+    gram = None if impl == "L_layer_model" else False
 
-        def deepnet_run(n: int = n) -> Any:
-            return L_layer_model(X, Y, DIMS, LEARNING_RATE, n, dtype=dtype, batch_size=batch)
-    else:
-
-        def deepnet_run(n: int = n) -> Any:
-            params = like(draw_parameters(DIMS, "lecun", 1), X)
-            return source_run(GramBatchSteps(params, X, Y, LEARNING_RATE, batch, seed=1), n)
+    def deepnet_run(n: int = n) -> Any:
+        return L_layer_model(X, Y, DIMS, LEARNING_RATE, n, dtype=dtype, batch_size=batch,
+                             gram=gram)  # fmt: skip
 
     torch_times: list[float] = []
     with thread_limit(n_threads):

@@ -73,7 +73,8 @@ def stream_run(path: Path, *, batch_size: int, prefetch: bool, iterations: int =
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_data_parallel_step(benchmark, ranks, threads):
     """Wall time of a whole ``bench`` run; the per-step breakdown goes to extra_info."""
-    benchmark.group = f"data-parallel step, {threads}"
+    # No group: the scaling suite's rows have a table of their own in benchmarks/report.py.
+    benchmark.extra_info["threads"] = threads
     report = benchmark.pedantic(
         rank_bench, args=(ranks,), kwargs={"one_thread": threads == "one-thread"}, rounds=1,
         iterations=1,

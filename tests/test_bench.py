@@ -17,7 +17,8 @@ def table_rows(text: str) -> list[dict[str, str]]:
     lines = text.strip().splitlines()
     assert lines[0].startswith("deepnet bench: one training step of (64, 5, 3, 1)")
     assert lines[1].split() == list(COLUMNS)
-    return [dict(zip(COLUMNS, line.split(), strict=True)) for line in lines[2:-3]]
+    assert lines[-1].startswith("BLAS: ") and "deepnet's policy" in lines[-1]
+    return [dict(zip(COLUMNS, line.split(), strict=True)) for line in lines[2:-4]]
 
 
 def rate(cell: str) -> float:

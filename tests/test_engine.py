@@ -121,8 +121,6 @@ def test_an_optimizer_the_gram_path_declines_still_gives_the_same_run():
 @pytest.mark.parametrize("gram", [True, False])
 @pytest.mark.parametrize("batch_size", [None, 8])
 def test_resume_is_bit_identical(gram, batch_size):
-    if gram and batch_size:
-        pytest.skip("the Gram path is full batch only")
     X, Y = data()
     kw = dict(learning_rate=0.05, gram=gram, batch_size=batch_size, record_every=7)
     whole = fit(X, Y, start([60, 7, 1], X), num_iterations=90, **kw)

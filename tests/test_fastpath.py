@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from deepnet.errors import DivergenceError, InputError
+from deepnet.errors import DivergenceError
 from deepnet.fastpath import use_gram
 from deepnet.initialization import draw_parameters
 from deepnet.step import input_product, is_column_major
@@ -64,11 +64,11 @@ def test_gram_path_is_chosen_only_where_valid_and_paying():
     assert use_gram(True, np.zeros((30, 40)), None, n1=7, iterations=1)
 
 
-def test_gram_true_with_mini_batches_is_refused():
+def test_gram_true_with_mini_batches_takes_the_mini_batch_gram_source():
     X, Y = data()
-    with pytest.raises(InputError, match="full-batch"):
-        fit(X, Y, start([120, 7, 1], X), learning_rate=0.05, num_iterations=5, batch_size=8,
-            gram=True)  # fmt: skip
+    got = fit(X, Y, start([120, 7, 1], X), learning_rate=0.05, num_iterations=5, batch_size=8,
+              gram=True)  # fmt: skip
+    assert "gram.P" in got.resume  # deepnet.gram_batches (tests/test_gram_batches.py)
 
 
 def test_gram_path_callback_sees_the_direct_parameters():

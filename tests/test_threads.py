@@ -117,3 +117,76 @@ def test_describe_is_one_line():
     assert "\n" not in line and "1 thread(s)" in line and "1 usable core" in line
     left = threads.describe({"library": "openblas", "threads": 2, "policy": {"threads": None}})
     assert "left to the BLAS" in left
+
+
+NO_USER_SETTING = {name: "" for name in (*threads.USER_VARS, threads.OWN_VAR)}
+
+
+def test_nested_runs_keep_the_outer_decision(monkeypatch):
+    for name, value in NO_USER_SETTING.items():
+        monkeypatch.setenv(name, value)
+    outer = threads.ThreadPlan(2, "2 usable cores, 1 local rank(s), 0 reader(s), 0 busy", 2)
+    monkeypatch.setattr(threads, "plan", lambda *a, **k: pytest.fail("the machine read again"))
+    with threads.blas_threads(decided=outer):
+        with threads.blas_threads() as inner:
+            assert inner is outer
+        with threads.blas_threads(1) as reader:  # the read-ahead takes one of the two cores
+            assert reader.threads == 1 and reader.readers == 1
+            assert threads.blas_info(reader)["threads"] == 1
+        assert threads.blas_info(outer)["threads"] == 2
+
+
+def test_a_resumed_run_takes_the_recorded_count(monkeypatch):
+    for name, value in NO_USER_SETTING.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(threads, "plan", lambda *a, **k: threads.ThreadPlan(2, "now", 2))
+    with threads.blas_threads(resume={threads.RESUME_KEY: 1}) as chosen:
+        assert chosen.threads == 1 and threads.blas_info(chosen)["threads"] == 1
+    with threads.blas_threads(resume={}) as chosen:
+        assert chosen.threads == 2
+    # a user's own setting still wins over the record
+    assert threads.recorded({threads.RESUME_KEY: 1}, env={"OPENBLAS_NUM_THREADS": "2"}) is None
+    assert threads.recorded({threads.RESUME_KEY: 1}, env={threads.OWN_VAR: "2"}) is None
+
+
+def test_training_records_its_count_in_checkpoints_and_resumes_on_it(monkeypatch):
+    from deepnet.training import L_layer_model, TrainState, train  # noqa: PLC0415
+
+    for name, value in NO_USER_SETTING.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(threads, "plan", lambda *a, **k: threads.ThreadPlan(1, "test", 2))
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((50, 12)), (rng.random((1, 12)) < 0.5) * 1.0
+    seen, during = [], []
+    kw = dict(init="lecun", seed=1, learning_rate=0.05, batch_size=4, record_every=5)
+
+    def note(state, cost):
+        during.append(threads.blas_info(threads.ThreadPlan(1, "x"))["threads"])
+
+    done = train(X, Y, [50, 3, 1], num_iterations=20, checkpoint_every=10, callback=note,
+                 on_checkpoint=seen.append, **kw)  # fmt: skip
+    assert [s.resume[threads.RESUME_KEY] for s in seen] == [1, 1]
+    assert done.resume[threads.RESUME_KEY] == 1 and set(during) == {1}
+    # resumed under another machine reading, the recorded count is used
+    monkeypatch.setattr(threads, "plan", lambda *a, **k: threads.ThreadPlan(2, "test", 2))
+    during.clear()
+    more = train(
+        X,
+        Y,
+        [50, 3, 1],
+        num_iterations=30,
+        start=TrainState(done.parameters, done.costs, done.iteration, resume=done.resume),
+        callback=note,
+        **kw,
+    )
+    assert more.resume[threads.RESUME_KEY] == 1 and set(during) == {1}
+    params, _ = L_layer_model(X, Y, [50, 3, 1], num_iterations=2)
+    assert params["W1"].shape == (3, 50)
+
+
+def test_deepnet_info_reports_the_blas_and_the_policy(capsys):
+    from deepnet import cli  # noqa: PLC0415
+
+    cli.main(["info"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BLAS: ")]
+    assert len(lines) == 1 and "deepnet's policy" in lines[0]

@@ -34,7 +34,7 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from deepnet import backend
+from deepnet import backend, threads
 from deepnet.allreduce import Allreduce, bind_gpu
 from deepnet.backend import array_namespace, to_numpy
 from deepnet.engine.fit import LoopOptions, TrainState, check_loop_options, run_loop
@@ -232,9 +232,12 @@ def fit_distributed(
         resume=state.resume,
     )  # fmt: skip
     options["should_stop"] = agreed_stop(comm, options.get("should_stop"))
-    state = run_loop(steps, state, num_iterations=num_iterations, **options)
+    # Each rank takes its share of the node's free cores (deepnet.threads: local ranks).
+    with threads.blas_threads(resume=state.resume) as chosen:
+        options = threads.recording(chosen, options)  # type: ignore[assignment]
+        state = run_loop(steps, state, num_iterations=num_iterations, **options)
     check_identical(comm, state.parameters)
-    return state
+    return threads.stamped(state, chosen)
 
 
 def check_identical(comm: Any, parameters: dict[str, Array]) -> None:

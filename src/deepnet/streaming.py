@@ -40,6 +40,7 @@ import array_api_compat
 import h5py
 import numpy as np
 
+from deepnet import threads
 from deepnet.backend import array_namespace
 from deepnet.constants import CLASSES, DTYPES, IMAGE_SHAPE
 from deepnet.cuda.batches import CudaBatches as _CudaBatches
@@ -342,12 +343,16 @@ def fit_stream(
     check_count(chunk_size, "chunk_size", minimum=1)
     if not isinstance(source, CourseFile):
         source = open_course_file(source)
-    steps = StreamSteps(
-        source, state.parameters, optimizer, first=state.iteration, last=num_iterations,
-        batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
-        chunk_size=chunk_size, resume=state.resume,
-    )  # fmt: skip
-    return run_loop(steps, state, num_iterations=num_iterations, **options)
+    # The read-ahead thread counts as a reader: it takes a core of the BLAS's share.
+    with threads.blas_threads(1 if prefetch else 0, resume=state.resume) as chosen:
+        steps = StreamSteps(
+            source, state.parameters, optimizer, first=state.iteration, last=num_iterations,
+            batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
+            chunk_size=chunk_size, resume=state.resume,
+        )  # fmt: skip
+        options = threads.recording(chosen, options)  # type: ignore[assignment]
+        state = run_loop(steps, state, num_iterations=num_iterations, **options)
+    return threads.stamped(state, chosen)
 
 
 def train_stream(

@@ -18,7 +18,11 @@ The policy (:func:`plan`), evaluated once when a run starts:
    they come off the node's total before it is shared out. The 1-minute load average is
    not used to decide: it lags a minute behind and counts this process's own past threads.
 
-The result is at least one thread. Why fewer threads rather than more: a BLAS product
+The result is at least one thread. It is recorded in the run's resume state
+(:data:`RESUME_KEY`) and a resumed run takes it again: OpenBLAS's float64 products differ in
+their last bits between thread counts, and ``--resume`` must continue bit for bit.
+
+Why fewer threads rather than more: a BLAS product
 split over two threads waits for the slower one, and a thread that shares its core with
 another process waits for the scheduler's tick (4 ms); one thread per free core keeps the
 product's time close to its single-thread time when the machine is busy
@@ -28,6 +32,8 @@ product's time close to its single-thread time when the machine is busy
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -181,17 +187,79 @@ def plan(
     return ThreadPlan(threads, reason, cores, ranks, readers, others)
 
 
-@contextlib.contextmanager
-def blas_threads(readers: int = 0, *, decided: ThreadPlan | None = None) -> Iterator[ThreadPlan]:
-    """Run the body with the BLAS limited to :func:`plan`'s threads; restored on exit."""
-    chosen = plan(readers) if decided is None else decided
-    if chosen.threads is None:
-        yield chosen
-        return
-    from threadpoolctl import threadpool_limits
+#: Where a run's thread count is kept in ``TrainState.resume`` (and so in checkpoints).
+RESUME_KEY = "blas.threads"
+_ACTIVE: contextvars.ContextVar[ThreadPlan | None] = contextvars.ContextVar(
+    "deepnet_blas_plan", default=None
+)
 
-    with threadpool_limits(limits=chosen.threads, user_api="blas"):
-        yield chosen
+
+def recorded(
+    resume: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
+) -> ThreadPlan | None:
+    """The thread count a resumed run started with (``resume[RESUME_KEY]``), or None.
+
+    A user's own setting (the variables of :data:`USER_VARS`, ``DEEPNET_BLAS_THREADS``)
+    still wins. Why keep it: OpenBLAS's float64 products differ in their last bits between
+    one and two threads, so a run continues bit for bit only on the count it started with.
+    """
+    value = (resume or {}).get(RESUME_KEY)
+    env = os.environ if env is None else env
+    if value is None or any(env.get(name, "").strip() for name in (*USER_VARS, OWN_VAR)):
+        return None
+    n = int(value)
+    return ThreadPlan(max(n, 1), f"{n} thread(s), as the run started (resumed)")
+
+
+@contextlib.contextmanager
+def blas_threads(
+    readers: int = 0,
+    *,
+    decided: ThreadPlan | None = None,
+    resume: Mapping[str, Any] | None = None,
+) -> Iterator[ThreadPlan]:
+    """Run the body with the BLAS limited to :func:`plan`'s threads; restored on exit.
+
+    Decided once per run: ``resume`` holding a recorded count takes it (:func:`recorded`);
+    inside another ``blas_threads`` the outer decision is kept (with more ``readers``
+    re-shared from the outer reading, without reading the machine again).
+    """
+    outer = _ACTIVE.get()
+    chosen = decided or recorded(resume)
+    if chosen is None and outer is not None:
+        chosen = outer
+        if readers > outer.readers and outer.cores:
+            n = choose_threads(outer.cores, outer.ranks, readers, outer.others)
+            reason = outer.reason.replace(f"{outer.readers} reader(s)", f"{readers} reader(s)")
+            chosen = ThreadPlan(n, reason, outer.cores, outer.ranks, readers, outer.others)
+    if chosen is None:
+        chosen = plan(readers)
+    token = _ACTIVE.set(chosen)
+    try:
+        if chosen.threads is None:
+            yield chosen
+        else:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=chosen.threads, user_api="blas"):
+                yield chosen
+    finally:
+        _ACTIVE.reset(token)
+
+
+def recording(chosen: ThreadPlan, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (the loop's) with ``on_checkpoint`` handed states that record the count."""
+    hook = options.get("on_checkpoint")
+    if hook is None or chosen.threads is None:
+        return options
+    return {**options, "on_checkpoint": lambda state: hook(stamped(state, chosen))}
+
+
+def stamped(state: Any, chosen: ThreadPlan) -> Any:
+    """A TrainState whose ``resume`` records the thread count (:data:`RESUME_KEY`)."""
+    if chosen.threads is None:
+        return state
+    return dataclasses.replace(state, resume={**state.resume, RESUME_KEY: chosen.threads})
 
 
 def blas_info(decided: ThreadPlan | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import array_api_compat
 import numpy as np
 from array_api_compat import is_jax_array, is_torch_array
 
+from deepnet import threads
 from deepnet.backend import array_namespace, device_of, is_host_array, to_device, to_numpy
 from deepnet.constants import DTYPES
 from deepnet.early_stopping import EarlyStopping, Watch
@@ -216,10 +217,12 @@ def train(
         resume = state_on(dict(start.resume), X)
         state = TrainState(like(start.parameters, X), list(start.costs), start.iteration,
                            resume=resume)  # fmt: skip
-    return fit(
-        X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations, seed=seed,
-        **fit_options,
-    )  # fmt: skip
+    with threads.blas_threads(resume=state.resume) as chosen:  # docs/benchmarks.md, "Threads"
+        state = fit(
+            X, Y, state, learning_rate=learning_rate, num_iterations=num_iterations, seed=seed,
+            **threads.recording(chosen, fit_options),
+        )  # fmt: skip
+    return threads.stamped(state, chosen)
 
 
 class TrainingOptions(TypedDict, total=False):

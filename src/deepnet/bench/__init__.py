@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from deepnet import threads
 from deepnet.backend import cuda_available, synchronize, to_device
 from deepnet.bench.peers import TorchStep, course_step, torch_available, torch_cuda_available
 from deepnet.constants import DTYPES
@@ -214,13 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     devices = args.devices or (["cpu", "cuda"] if cuda_available() else ["cpu"])
     if "cuda" in devices and not cuda_available():
         parser.error(f"--devices cuda: no usable CUDA GPU (needs CuPy: {install_hint('cuda12')})")
-    rows = [
-        measure_row(
-            layers, device, dtype, m, warmup=args.warmup, repeats=args.repeats, peers=args.peers
-        )  # fmt: skip
-        for device in devices
-        for dtype in args.dtypes
-        for m in args.sizes
-    ]
+    with threads.blas_threads() as chosen:  # the policy of a training run (deepnet.threads)
+        blas = threads.describe(threads.blas_info(chosen))
+        rows = [
+            measure_row(
+                layers,
+                device,
+                dtype,
+                m,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                peers=args.peers,
+            )  # fmt: skip
+            for device in devices
+            for dtype in args.dtypes
+            for m in args.sizes
+        ]
     print(format_table(rows, layers))
+    print(blas)
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from deepnet import backend
+from deepnet import backend, threads
 from deepnet.checkpoint import Checkpoint, save_checkpoint
 from deepnet.cli import common, options
 from deepnet.cli.common import Progress, StopRequest, device_line, quote
@@ -273,7 +273,7 @@ def _train(args: argparse.Namespace, setup: Setup, comm: Any) -> int:
     began = time.perf_counter()
     stop = StopRequest()
     try:
-        with stop:
+        with stop, threads.blas_threads(resume=None if start is None else start.resume):
             state = run.train(
                 settings, device, start, callback=progress, on_step=progress.step,
                 on_batch=progress.batch if progress.per > 1 else None,

@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
-from deepnet import fastpath
+from deepnet import fastpath, gram_batches
 from deepnet.backend import array_namespace
 from deepnet.cuda import dispatch as cuda_dispatch
 from deepnet.errors import InputError
@@ -29,6 +30,9 @@ from deepnet.step import optimizer_step
 Array = Any
 
 
+_ORDER = threading.local()  # one generator per thread (the read-ahead thread draws too)
+
+
 def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[np.ndarray] | None:
     """Column indices of each mini-batch of one epoch (None for full batch).
 
@@ -36,7 +40,13 @@ def batch_order(m: int, batch_size: int | None, seed: int, epoch: int) -> list[n
     """
     if batch_size is None or batch_size >= m:
         return None
-    order = np.random.RandomState([seed, epoch]).permutation(m)
+    # Re-seeding one generator per thread draws the same permutation as a new
+    # RandomState([seed, epoch]) in a tenth of the time (~20 us against ~0.16 ms).
+    rng = getattr(_ORDER, "rng", None)
+    if rng is None:
+        rng = _ORDER.rng = np.random.RandomState()
+    rng.seed([seed, epoch])
+    order = rng.permutation(m)
     return [order[i : i + batch_size] for i in range(0, m, batch_size)]
 
 
@@ -171,8 +181,10 @@ def memory_source(
     resume: dict[str, Any] | None = None,
     **step_options: Any,
 ) -> MemorySteps | fastpath.GramSteps:
-    """The source for in-memory data: the Gram path where it is valid, supported and pays
-    (``gram``: None automatic, True wherever valid, False never), else :class:`MemorySteps`.
+    """The source for in-memory data: the Gram path where it is supported and pays
+    (``gram``: None automatic, True wherever supported, False never), else
+    :class:`MemorySteps`. Full batch: :class:`deepnet.fastpath.GramSteps`; mini-batches:
+    :class:`deepnet.gram_batches.GramBatchSteps` (:func:`deepnet.gram_batches.use`).
 
     A resumed Gram run (``gram.*`` arrays in ``resume``) continues on the Gram path,
     exactly, unless ``gram=False``. ``step_options`` (hidden, batch_size, seed, reg) are
@@ -182,6 +194,12 @@ def memory_source(
     hidden, batch_size = step_options.get("hidden", "relu"), step_options.get("batch_size")
     reg = step_options.get("reg", NONE)
     n1 = parameters["W1"].shape[0]
+    if not fastpath.gram_applies(X, batch_size) and reg.plain:  # mini-batches: gram_batches
+        if gram_batches.use(gram, X, batch_size, n1, iterations_left, optimizer, resume):
+            return gram_batches.GramBatchSteps(parameters, X, Y, optimizer, resume=resume,
+                                               **step_options)  # fmt: skip
+        resume = {k: v for k, v in resume.items() if not k.startswith("gram.")}
+        return MemorySteps(parameters, X, Y, optimizer, resume=resume, **step_options)
     supported = fastpath.supports(None, optimizer, reg)
     if gram and not supported:
         raise InputError(
