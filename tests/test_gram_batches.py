@@ -302,7 +302,7 @@ def test_cli_batch_64_sigint_and_resume_is_bit_identical(env, tmp_path):
     env = {**env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     args = ["--data", "data", "--layers", "12288,4,1", "--learning-rate", "0.01",
             "--batch-size", "64", "--record-every", "10", "--print-every", "0",
-            "--checkpoint-every", "50", "-n", "3000"]  # fmt: skip
+            "--checkpoint-every", "50", "--epochs", "3000"]  # fmt: skip
 
     def train(*more):
         cmd = [sys.executable, "-m", "deepnet.cli", "train", *args, *more]
