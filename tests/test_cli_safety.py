@@ -130,7 +130,7 @@ def no_data_loaded(monkeypatch) -> None:
     def loaded(*args, **kwargs):
         raise AssertionError("the data was loaded before the outputs were checked")
 
-    for module in (cli_train, cli.runs, cli.use):
+    for module in (cli.modes, cli.runs, cli.use):
         monkeypatch.setattr(module, "load_cat_data", loaded)
 
 
