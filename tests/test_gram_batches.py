@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from deepnet import gram_batches
-from deepnet.backend import array_namespace
+from deepnet.backend import array_namespace, to_numpy
 from deepnet.engine.sources import MemorySteps, batch_order, memory_source
 from deepnet.errors import DivergenceError, InputError
 from deepnet.gram_batches import GramBatchSteps, pays, supports, use
@@ -177,7 +177,7 @@ def test_resume_through_fit_and_the_host_is_bit_identical(backend, optimizer):
     assert {"gram.P", "gram.H_sum", "gram.W1_start", "gram.alpha"} <= set(half.resume)
     # through the host, as a checkpoint carries it; gram=None continues on this source
     saved = TrainState(
-        {k: np.array(v) for k, v in half.parameters.items()}, list(half.costs), half.iteration,
+        {k: to_numpy(v) for k, v in half.parameters.items()}, list(half.costs), half.iteration,
         resume=state_to_host(half.resume),
     )  # fmt: skip
     again = TrainState(like(saved.parameters, X), saved.costs, saved.iteration,
