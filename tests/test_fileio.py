@@ -25,21 +25,7 @@ from deepnet.fileio import (
 )
 from deepnet.model_io import Model, load_model, save_model
 
-LIMIT_S = 60
-
-
-@pytest.fixture(autouse=True)
-def bounded_in_time():
-    """Fail (not stall) a test that runs past LIMIT_S seconds."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"test ran past {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.timeout(60)  # a hang (a FIFO, a lock) fails, never stalls
 
 
 def model(width: int = 2) -> Model:

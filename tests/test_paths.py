@@ -33,21 +33,7 @@ from deepnet.paths import (
 )
 
 DIMS = [12288, 2, 1]
-LIMIT_S = 60  # every test here finishes in a second or two; a hang fails it
-
-
-@pytest.fixture(autouse=True)
-def bounded_in_time():
-    """Fail (not stall) a test that runs past LIMIT_S seconds."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"test ran past {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.timeout(60)  # a hang (a FIFO, a lock) fails, never stalls
 
 
 def model(costs=(0.7,), training=None) -> Model:

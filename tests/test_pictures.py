@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import warnings
@@ -18,21 +17,7 @@ from deepnet.data import load_picture as reexported
 from deepnet.errors import InputError
 from deepnet.pictures import MAX_PIXELS, load_picture
 
-LIMIT_S = 60
-
-
-@pytest.fixture(autouse=True)
-def bounded_in_time():
-    """Fail (not stall) a test that runs past LIMIT_S seconds: a FIFO must never block."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"test ran past {LIMIT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(LIMIT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.timeout(60)  # a hang (a FIFO, a lock) fails, never stalls
 
 
 def cat(height: int = 64, width: int = 48) -> np.ndarray:

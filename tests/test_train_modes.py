@@ -4,23 +4,20 @@ and resumes to the uninterrupted run's parameters and costs, bit for bit."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cli_process import ENV, interrupt, run
 from deepnet.checkpoint import load_checkpoint
 from deepnet.model_io import load_model
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 COMMON = ["--layers", "12288,4,1", "--record-every", "10", "--print-every", "0"]
 COMMON += ["--checkpoint-every", "20", "--no-progress"]
 
@@ -36,30 +33,6 @@ def mpiexec() -> str:
 def deepnet(*args, ranks: int = 0) -> list[str]:
     cmd = [sys.executable, "-m", "deepnet.cli", *map(str, args)]
     return [mpiexec(), "-n", str(ranks), *cmd] if ranks else cmd
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, f"{cmd}\n{out.stdout}\n{out.stderr}"
-    return out
-
-
-def interrupt(cmd: list[str], checkpoint: Path, cwd: Path) -> tuple[int, str]:
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint appeared: {proc.communicate()}")
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("the run did not stop after SIGINT")
-    return proc.returncode, err
 
 
 def same_run(a: Path, b: Path) -> None:
