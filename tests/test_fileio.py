@@ -192,6 +192,7 @@ def test_a_temporary_left_by_kill_9_is_cleaned_by_the_next_write(tmp_path: Path)
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait(timeout=30)
+        writer.stdout.close()
     leftovers = [p.name for p in tmp_path.iterdir()]
     assert len(leftovers) == 1 and leftovers[0].startswith(".run.ckpt.npz.")
     save_model(model(), target)  # the next run's write

@@ -319,6 +319,7 @@ def test_a_checkpoint_in_use_is_refused_naming_the_other_process(tmp_path: Path)
     finally:
         holder.send_signal(signal.SIGKILL)  # as kill -9: the kernel releases the lock
         holder.wait(timeout=30)
+        holder.stdout.close()
     with CheckpointLock(checkpoint) as lock:  # a dead holder's lock is free at once
         record = json.loads(lock.path.read_text())["deepnet-lock"]
         assert record["pid"] == os.getpid()
