@@ -12,6 +12,7 @@ import pytest
 from deepnet import L_layer_model, two_layer_model
 from deepnet.backend import to_numpy
 from deepnet.course_tools import initialize_parameters_he, initialize_parameters_random
+from deepnet.course_updates import adam_update
 from deepnet.early_stopping import EarlyStopping
 from deepnet.engine.fit import TrainState
 from deepnet.engine.sources import MemorySteps, cuda_supports, memory_source
@@ -19,7 +20,7 @@ from deepnet.errors import InputError
 from deepnet.fastpath import GramSteps
 from deepnet.initialization import draw_parameters
 from deepnet.optim import GradientDescent
-from deepnet.optimizers import Adam, Decay, Momentum, make_optimizer
+from deepnet.optimizers import Adam, Decay, Momentum, adam_step, make_optimizer
 from deepnet.regularization import Regularization
 from deepnet.step import optimizer_step
 from deepnet.training import fit, like
@@ -249,6 +250,30 @@ def test_the_gram_path_stays_exact_for_what_keeps_w1_linear(backend, name, reg):
     for k, v in plain.parameters.items():
         np.testing.assert_allclose(to_numpy(gram.parameters[k]), to_numpy(v), rtol=1e-9,
                                    atol=1e-12, err_msg=k)  # fmt: skip
+
+
+@pytest.mark.parametrize("t", [1, 2, 50])
+def test_the_engines_folded_adam_is_the_courses_adam(backend, t):
+    """adam_step: the course's moments to the bit, the parameters to rounding; no argument
+    changed (marks and resume records hold them)."""
+    rng = np.random.RandomState(t)
+    host_w, host_dw, host_v = rng.randn(3, 6, 5)
+    host_s = rng.rand(6, 5) * (t > 1)  # zeros at t = 1, as the first update sees them
+    w, dw, v, s = (backend.asarray(a) for a in (host_w, host_dw, host_v, host_s))
+    hyper = (t, 0.01, 0.8, 0.99, 1e-7)
+    w_new, v_new, s_new = adam_step(w, dw, v, s, *hyper)
+    course_w, course_v, course_s, _, _ = adam_update(w, dw, v, s, *hyper)
+    assert backend.is_own(w_new) and backend.is_own(v_new)
+    assert np.array_equal(to_numpy(v_new), to_numpy(course_v))
+    assert np.array_equal(to_numpy(s_new), to_numpy(course_s))
+    np.testing.assert_allclose(to_numpy(w_new), to_numpy(course_w), rtol=1e-14, atol=1e-16)
+    # and the formula itself, written here: lr v_hat / (sqrt(s_hat) + eps), hats by 1 - beta^t
+    v_ref = 0.8 * host_v + 0.2 * host_dw
+    s_ref = 0.99 * host_s + 0.01 * host_dw**2
+    w_ref = host_w - 0.01 * (v_ref / (1 - 0.8**t)) / (np.sqrt(s_ref / (1 - 0.99**t)) + 1e-7)
+    np.testing.assert_allclose(to_numpy(w_new), w_ref, rtol=1e-14, atol=1e-16)
+    for got, before in zip((w, dw, v, s), (host_w, host_dw, host_v, host_s), strict=True):
+        assert np.array_equal(to_numpy(got), before)  # nothing written in place
 
 
 def test_adam_declines_the_gram_path_and_the_cuda_step(backend):
