@@ -13,7 +13,7 @@ import pytest
 import deepnet
 from conftest import BATCHES, DEVICES, DTYPES, N_X, device_data, measure, need_device
 from deepnet.backend import _cupy, to_device
-from deepnet.step import input_product
+from deepnet.step import input_gradient, input_product
 
 N1 = 20
 
@@ -73,7 +73,10 @@ def test_wide_product_layout(
         X = _cupy().ascontiguousarray(X) if device == "cuda" else np.ascontiguousarray(X)
     W1, G = _small((N1, N_X), device, dtype), _small((N1, m), device, dtype, 2)
     lr = 0.0075
-    fn = (lambda: input_product(W1, X)) if product == "forward" else lambda: W1 - (lr * G) @ X.T
+    if product == "forward":
+        fn = lambda: input_product(W1, X)  # noqa: E731
+    else:
+        fn = lambda: W1 - input_gradient(lr * G, X)  # noqa: E731
     benchmark.group = f"wide product {product} m={m} {dtype}"
     measure(benchmark, fn, examples=m, device=device, layout=layout, dtype=dtype)
 

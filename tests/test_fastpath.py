@@ -11,7 +11,7 @@ import pytest
 from deepnet.errors import DivergenceError
 from deepnet.fastpath import use_gram
 from deepnet.initialization import draw_parameters
-from deepnet.step import input_product, is_column_major
+from deepnet.step import input_gradient, input_product, is_column_major
 from deepnet.training import L_layer_model, TrainState, fit, like, train_step, two_layer_model
 
 CLOSE = dict(rtol=1e-11, atol=1e-13)
@@ -120,6 +120,14 @@ def test_train_step_same_result_for_both_layouts(dtype):
     row_major = np.ascontiguousarray(X)
     assert is_column_major(X) and not is_column_major(row_major)
     np.testing.assert_allclose(input_product(params["W1"], X), params["W1"] @ row_major, **tol)
+    G = np.random.RandomState(2).randn(params["W1"].shape[0], X.shape[1]).astype(dtype)
+    exact = G.astype(np.float64) @ X.astype(np.float64).T  # sums with cancellation: scale atol
+    for layout in (X, row_major):
+        dW1 = input_gradient(G, layout)
+        assert dW1.dtype == X.dtype and dW1.flags["C_CONTIGUOUS"]  # the update's one layout
+        np.testing.assert_allclose(
+            dW1, exact, rtol=tol["rtol"], atol=tol["rtol"] * 10 * abs(exact).max()
+        )
     a, cost_a = train_step(params, X, Y, 0.05)
     b, cost_b = train_step(params, row_major, Y, 0.05)
     assert float(cost_a) == pytest.approx(float(cost_b), rel=tol["rtol"])
@@ -129,6 +137,9 @@ def test_train_step_same_result_for_both_layouts(dtype):
 
 
 def traced_peak(run) -> int:
+    """The peak of Python-traced memory during a second ``run()``: the first one imports
+    what deepnet imports lazily (threadpoolctl, ...), which is not the run's memory."""
+    run()
     tracemalloc.start()
     try:
         run()

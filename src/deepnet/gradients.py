@@ -18,7 +18,7 @@ from typing import Any
 
 from deepnet.kernels import num_layers
 from deepnet.optim import gd_update
-from deepnet.step import backward_above_input, input_product
+from deepnet.step import backward_above_input, input_gradient, input_product
 
 Array = Any
 
@@ -39,7 +39,7 @@ def gradients(
     grads, G1, cost = backward_above_input(
         parameters, input_product(parameters["W1"], X), Y, m_total, hidden
     )
-    grads["dW1"] = G1 @ X.T
+    grads["dW1"] = input_gradient(G1, X)
     return {k: grads[k] for k in grad_keys(num_layers(parameters))}, cost
 
 
