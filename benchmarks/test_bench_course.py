@@ -41,7 +41,7 @@ from deepnet import threads
 from deepnet.bench.peers import TorchStep
 from deepnet.blocked_step import blocked_train_step
 from deepnet.initialization import draw_parameters
-from deepnet.step import input_product
+from deepnet.step import input_gradient, input_product
 from deepnet.training import L_layer_model, batch_order, like, train_step
 
 DIMS = MODELS["4-layer"]
@@ -190,7 +190,7 @@ def test_step_vs_torch_and_floor(benchmark, dtype, impl, m) -> None:
         "train_step": train_step,
         "blocked": blocked_train_step,
         "blocked64": functools.partial(blocked_train_step, block=64),
-        "two_products": lambda p, X, Y, lr: (input_product(p["W1"], X), (lr * G1) @ X.T),
+        "two_products": lambda p, X, Y, lr: (input_product(p["W1"], X), input_gradient(lr * G1, X)),
     }[impl]
     torch_step = TorchStep(host, X64, Y64, LEARNING_RATE, dtype=dtype)
     benchmark.group = f"ordinary step m={m} {dtype}"
