@@ -94,6 +94,23 @@ def test_one_process_without_mpi_is_full_batch_fit(gram):
         np.testing.assert_allclose(got_p, want_p, rtol=1e-12, atol=1e-15)
 
 
+def test_one_process_with_l2_is_fit_with_l2():
+    rng = np.random.RandomState(2)
+    X, Y = rng.rand(30, 25), (rng.rand(1, 25) < 0.5).astype(float)
+    start = like(draw_parameters([30, 4, 3, 1], "lecun", 1), X)
+    kw = dict(learning_rate=0.05, num_iterations=9, record_every=1, lambd=0.8)
+    want = fit(X, Y, TrainState(start), **kw, gram=False)
+    got = fit_distributed(X, Y, TrainState(dict(start)), comm=None, **kw)
+    plain = fit_distributed(X, Y, TrainState(dict(start)), comm=None, **{**kw, "lambd": 0.0})
+    np.testing.assert_allclose(got.costs, want.costs, rtol=1e-14)
+    assert got.costs[0] > plain.costs[0]  # the L2 term is in the cost
+    for key in start:
+        np.testing.assert_allclose(got.parameters[key], want.parameters[key], rtol=1e-12,
+                                   atol=1e-15)  # fmt: skip
+    with pytest.raises(InputError, match="lambd must be >= 0"):
+        fit_distributed(X, Y, TrainState(dict(start)), comm=None, **{**kw, "lambd": -1})
+
+
 class FakeComm:
     """Enough of an MPI communicator for the bookkeeping: ranks' answers are scripted."""
 
@@ -218,12 +235,14 @@ def test_two_ranks_on_the_real_data(real_data_dir, tmp_path):
     assert got["costs"][100] == pytest.approx(0.672053, abs=5e-7)
 
 
-def test_deepnet_train_distributed_matches_one_process(tmp_path):
-    """The user's command, ``mpiexec -n 2 deepnet train --distributed``, as a subprocess."""
+@pytest.mark.parametrize("extra", [[], ["--lambd", "0.7"]], ids=["plain", "l2"])
+def test_deepnet_train_distributed_matches_one_process(tmp_path, extra):
+    """The user's command, ``mpiexec -n 2 deepnet train --distributed``, as a subprocess
+    (with L2: added once to the summed gradients, as the in-memory run adds it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}  # fmt: skip
     common = ["train", "--synthetic", "--layers", "12288,4,1", "--iterations", "21",
-              "--record-every", "10", "--print-every", "10", "--no-progress"]  # fmt: skip
+              "--record-every", "10", "--print-every", "10", "--no-progress", *extra]  # fmt: skip
     cli = [sys.executable, "-m", "deepnet"]
     two = subprocess.run(
         [_mpiexec(), "-n", "2", *cli, *common, "--distributed", "--out", str(tmp_path / "d.npz")],
@@ -242,11 +261,20 @@ def test_deepnet_train_distributed_matches_one_process(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
 
 
-def test_distributed_refuses_mini_batches(tmp_path):
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--batch-size", "32"], "--distributed trains full batch"),
+        (["--keep-prob", "0.5"], "--keep-prob (dropout) needs mini-batches"),
+        (["--early-stopping"], "--early-stopping holds out examples of data in memory"),
+    ],
+    ids=["mini-batches", "dropout", "early-stopping"],
+)
+def test_distributed_refuses_what_it_cannot_split(tmp_path, options, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "deepnet", "train", "--distributed", "--synthetic",
-         "--batch-size", "32", "--out", str(tmp_path / "m.npz")],
+        [sys.executable, "-m", "deepnet", "train", "--distributed", "--synthetic", *options,
+         "--out", str(tmp_path / "m.npz")],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 2  # a usage error
-    assert "--distributed trains full batch" in proc.stderr and "Traceback" not in proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr

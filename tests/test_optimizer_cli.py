@@ -78,9 +78,20 @@ def test_the_options_are_checked_and_a_resume_keeps_them(tmp_path, capsys):
         assert status == 2 and text in err and "Traceback" not in err, (options, err)
     assert cli.main(["make-data", str(tmp_path / "f.h5"), "--n", "8"]) == 0
     capsys.readouterr()
-    status = cli.main(["train", "--stream", str(tmp_path / "f.h5"), "--lambd", "0.1", "-n", "1",
-                       "--out", str(tmp_path / "s.npz")])  # fmt: skip
-    assert status == 2 and "train in memory" in capsys.readouterr().err
+    stream = ["train", "--stream", str(tmp_path / "f.h5"), "-n", "1"]
+    for options, text in {
+        ("--early-stopping",): "--early-stopping holds out examples of data in memory",
+        ("--keep-prob", "0.5"): "--keep-prob (dropout) needs mini-batches when the data are",
+    }.items():
+        status = cli.main([*stream, *options, "--out", str(tmp_path / "s.npz")])
+        err = capsys.readouterr().err
+        assert status == 2 and text in err and "Traceback" not in err, (options, err)
+    assert cli.main([*stream, "--lambd", "0.1", "--out", str(tmp_path / "l2.npz")]) == 0
+    assert load_model(tmp_path / "l2.npz").training["lambd"] == 0.1
+    status = cli.main(["train", "--stream", str(tmp_path / "f.h5"), "--epochs", "1",
+                       "--keep-prob", "0.5", "--batch-size", "4", "--lambd", "0.1",
+                       "--out", str(tmp_path / "dropout.npz")])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
 
 
 def test_a_resumed_run_refuses_another_optimizer(tmp_path, capsys, monkeypatch):

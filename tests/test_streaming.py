@@ -69,6 +69,33 @@ def test_full_batch_adds_up_chunk_gradients(small_file, batch_size):
         np.testing.assert_allclose(got.parameters[key], want.parameters[key], rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("reg", [(0.5, 1.0), (0.3, 0.7)], ids=["l2", "l2-dropout"])
+def test_minibatches_with_l2_and_dropout_match_in_memory_fit(small_file, reg):
+    X, Y = in_memory(small_file.path)
+    start = like(draw_parameters(DIMS, "lecun", 1), X)
+    kw = dict(learning_rate=0.01, num_iterations=3, batch_size=64, seed=5, record_every=1,
+              lambd=reg[0], keep_prob=reg[1])  # fmt: skip
+    want = fit(X, Y, TrainState(start), **kw)
+    got = fit_stream(small_file.path, TrainState(dict(start)), **kw)
+    assert got.costs == want.costs  # the same steps on the same batches, masks included
+    for key in start:
+        np.testing.assert_array_equal(got.parameters[key], want.parameters[key])
+
+
+def test_full_batch_adds_l2_once_and_refuses_dropout(small_file):
+    X, Y = in_memory(small_file.path)
+    start = like(draw_parameters(DIMS, "lecun", 1), X)
+    kw = dict(learning_rate=0.01, num_iterations=4, record_every=1, lambd=0.6)
+    want = fit(X, Y, TrainState(start), gram=False, **kw)
+    got = fit_stream(small_file.path, TrainState(dict(start)), chunk_size=128, **kw)
+    np.testing.assert_allclose(got.costs, want.costs, rtol=0, atol=1e-13)
+    for key in start:
+        np.testing.assert_allclose(got.parameters[key], want.parameters[key], rtol=0, atol=1e-13)
+    with pytest.raises(InputError, match="dropout .* streamed full batch is not supported"):
+        fit_stream(small_file.path, TrainState(dict(start)), learning_rate=0.01,
+                   num_iterations=1, keep_prob=0.5)  # fmt: skip
+
+
 def test_resumes_like_fit(small_file):
     X, Y = in_memory(small_file.path)
     start = like(draw_parameters(DIMS, "lecun", 1), X)

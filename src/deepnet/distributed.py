@@ -47,6 +47,7 @@ from deepnet.initialization import Init, check_layer_dims, draw_parameters, plac
 from deepnet.install import install_hint
 from deepnet.kernels import num_layers
 from deepnet.optim import Optimizer
+from deepnet.regularization import Regularization
 from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any
@@ -168,8 +169,9 @@ class AllreduceSteps(ParameterSteps):
         m_total: int,
         hidden: str = "relu",
         resume: dict[str, Any] | None = None,
+        lambd: float = 0.0,
     ) -> None:
-        super().__init__(parameters, optimizer, hidden, resume)
+        super().__init__(parameters, optimizer, hidden, resume, Regularization(lambd))
         self.X, self.Y, self.reducer, self.m_total = X, Y, reducer, m_total
         self.xp = array_namespace(X, Y)
         self.keys = grad_keys(num_layers(parameters))
@@ -181,6 +183,7 @@ class AllreduceSteps(ParameterSteps):
         grads, cost = gradients(self.params, self.X, self.Y, self.m_total, self.hidden)
         flat = self.reducer(_flatten(xp, grads, cost, self.keys))
         grads, cost = _unflatten(xp, flat, self.shapes)
+        grads, cost = self.reg.add_l2(self.params, grads, cost, self.m_total)  # on every rank
         self.params, self.state = self.optimizer.update(self.params, grads, self.state, iteration)
         return cost
 
@@ -209,6 +212,7 @@ def fit_distributed(
     m_total: int | None = None,
     reduce: str = "auto",
     reducer: Allreduce | None = None,
+    lambd: float = 0.0,
     **options: Unpack[LoopOptions],
 ) -> TrainState:
     """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
@@ -218,9 +222,11 @@ def fit_distributed(
     shards) is summed over the ranks when not given. ``comm=None`` runs on one process
     without MPI. Costs are recorded (and the hooks called) on every rank, identically;
     ``should_stop`` is agreed on by all ranks; at the end the ranks check that their
-    parameters are bit-for-bit the same.
+    parameters are bit-for-bit the same. ``lambd`` adds L2 once to the summed gradients
+    (every rank the same); dropout and early stopping are in-memory options.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
+    Regularization(lambd)  # checks lambd before any collective call
     check_loop_options(num_iterations, **options)
     if m_total is None:
         m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
@@ -229,7 +235,7 @@ def fit_distributed(
     reducer = reducer or Allreduce(comm, X, reduce)
     steps = AllreduceSteps(
         X, Y, state.parameters, optimizer, reducer=reducer, m_total=m_total, hidden=hidden,
-        resume=state.resume,
+        resume=state.resume, lambd=lambd,
     )  # fmt: skip
     options["should_stop"] = agreed_stop(comm, options.get("should_stop"))
     # Each rank takes its share of the node's free cores (deepnet.threads: local ranks).

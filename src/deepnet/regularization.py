@@ -22,7 +22,7 @@ import numpy as np
 
 from deepnet.backend import array_namespace
 from deepnet.course_tools import host_to_like
-from deepnet.course_updates import check_keep_prob, check_lambd
+from deepnet.course_updates import check_keep_prob, check_lambd, l2_gradient
 
 Array = Any
 
@@ -60,6 +60,23 @@ class Regularization:
         host = self.masks(sizes, like.shape[1], iteration, batch)
         xp = array_namespace(like)
         return [xp.astype(host_to_like(mask, like), like.dtype) for mask in host]
+
+    def add_l2(
+        self, parameters: dict[str, Array], grads: dict[str, Array], cost: Array, m: int
+    ) -> tuple[dict[str, Array], Array]:
+        """The L2 terms, added once to gradients and a cost summed over pieces of the data
+        (a file's chunks, MPI shards; ``m`` the examples of all of them): each ``dW_l``
+        gains ``lambd / m * W_l`` and the cost ``lambd / (2 m) * sum_l ||W_l||^2``, in
+        :func:`deepnet.step.backward_above_input`'s order. Nothing without L2."""
+        if not self.lambd:
+            return grads, cost
+        xp = array_namespace(parameters["W1"])
+        grads, total = dict(grads), None
+        for layer in range(1, len(parameters) // 2 + 1):
+            W = parameters[f"W{layer}"]
+            total = xp.sum(W * W) if total is None else total + xp.sum(W * W)
+            grads[f"dW{layer}"] = l2_gradient(grads[f"dW{layer}"], W, self.lambd, m)
+        return grads, cost + 1.0 / m * self.lambd / 2 * total
 
     def config(self) -> dict[str, Any]:
         """``{"lambd": .., "keep_prob": ..}`` for model files."""

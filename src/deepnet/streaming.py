@@ -52,6 +52,7 @@ from deepnet.hdf5_rows import CourseFile, open_course_file
 from deepnet.hdf5_rows import RowReader as _Reader
 from deepnet.initialization import Init, check_layer_dims, draw_parameters, place
 from deepnet.optim import Optimizer
+from deepnet.regularization import NONE, Regularization
 from deepnet.training import make_optimizer
 from deepnet.validation import check_count
 
@@ -272,6 +273,7 @@ class StreamSteps(ParameterSteps):
         prefetch: bool = True,
         chunk_size: int = DEFAULT_CHUNK,
         resume: dict[str, Any] | None = None,
+        reg: Regularization = NONE,
     ) -> None:
         W1 = parameters["W1"]
         if W1.shape[1] != source.n_x:
@@ -280,8 +282,13 @@ class StreamSteps(ParameterSteps):
                 f"images of {source.path} have {source.n_x} values each"
             )
         m = self.m = source.m
-        super().__init__(parameters, optimizer, hidden, resume)
+        super().__init__(parameters, optimizer, hidden, resume, reg)
         self.full_batch = batch_size is None or batch_size >= m  # batch_order's rule
+        if self.full_batch and reg.keep_prob < 1:
+            raise InputError(
+                "dropout (keep_prob < 1) on a streamed full batch is not supported; stream "
+                "mini-batches (batch_size) or leave keep_prob at 1"
+            )
         max_batch = min(m, chunk_size if self.full_batch else batch_size)
         self.n_batches = -(-m // max_batch)  # per iteration
 
@@ -300,13 +307,14 @@ class StreamSteps(ParameterSteps):
                 _, X, Y = self.stream.next()
                 grads, chunk_cost = gradients(self.params, X, Y, self.m, self.hidden)
                 total, cost = add_gradients(total, grads), cost + chunk_cost
+            total, cost = self.reg.add_l2(self.params, total, cost, self.m)
             self.params, self.state = self.optimizer.update(
                 self.params, total, self.state, iteration
             )
             return cost
-        for _ in range(self.n_batches):  # exactly MemorySteps' loop
+        for k in range(self.n_batches):  # exactly MemorySteps' loop
             idx, X, Y = self.stream.next()
-            cost = cost + self.step(X, Y, iteration) * (len(idx) / self.m)
+            cost = cost + self.step(X, Y, iteration, batch=k) * (len(idx) / self.m)
         return cost
 
     def close(self) -> None:
@@ -326,6 +334,8 @@ def fit_stream(
     seed: int = 1,
     optimizer: Optimizer | None = None,
     hidden: str = "relu",
+    lambd: float = 0.0,
+    keep_prob: float = 1.0,
     **options: Unpack[LoopOptions],
 ) -> TrainState:
     """:func:`deepnet.training.fit`, with the examples read from a course file as needed.
@@ -335,8 +345,10 @@ def fit_stream(
     the same loop (:func:`deepnet.engine.fit.run_loop`) over a :class:`StreamSteps`. The
     data go to the parameters' device in their dtype. ``batch_size=None`` is full batch:
     each iteration reads the file in ``chunk_size`` pieces and adds up their gradients.
+    ``lambd`` (L2) works everywhere; ``keep_prob`` (dropout) with mini-batches only.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
+    reg = Regularization(lambd, keep_prob, seed)
     check_loop_options(num_iterations, **options)
     if batch_size is not None:
         check_count(batch_size, "batch_size", minimum=1)
@@ -348,7 +360,7 @@ def fit_stream(
         steps = StreamSteps(
             source, state.parameters, optimizer, first=state.iteration, last=num_iterations,
             batch_size=batch_size, seed=seed, hidden=hidden, prefetch=prefetch,
-            chunk_size=chunk_size, resume=state.resume,
+            chunk_size=chunk_size, resume=state.resume, reg=reg,
         )  # fmt: skip
         options = threads.recording(chosen, options)  # type: ignore[assignment]
         state = run_loop(steps, state, num_iterations=num_iterations, **options)

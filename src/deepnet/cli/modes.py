@@ -105,6 +105,7 @@ class StreamRun:
             optimizer=settings.training_options()["optimizer"],
             num_iterations=settings.num_iterations,
             hidden=settings.hidden, batch_size=settings.batch_size, seed=settings.seed,
+            lambd=settings.lambd, keep_prob=settings.keep_prob,
             record_every=settings.record_every, **hooks,
         )  # fmt: skip
 
@@ -142,7 +143,8 @@ class DistributedRun(MemoryRun):
             X, Y, device_state(settings, device, start), comm=comm, m_total=m,
             optimizer=settings.training_options()["optimizer"],
             num_iterations=settings.num_iterations,
-            hidden=settings.hidden, record_every=settings.record_every, reducer=reducer, **hooks,
+            hidden=settings.hidden, record_every=settings.record_every, reducer=reducer,
+            lambd=settings.lambd, **hooks,
         )  # fmt: skip
 
 

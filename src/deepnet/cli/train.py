@@ -137,10 +137,17 @@ def _setup(
     stream = stream_path(args, resume)
     if stream is not None and (args.data is not None or args.synthetic):
         raise InputError("--stream FILE is the training data; leave out --data/--synthetic")
-    if (comm is not None or stream is not None) and not settings.plain:
+    if (comm is not None or stream is not None) and settings.early_stopping:
         raise InputError(
-            "--lambd, --keep-prob and --early-stopping train in memory; leave them out with "
-            "--stream or --distributed (the optimizers and decays work there)"
+            "--early-stopping holds out examples of data in memory; leave it out with "
+            "--stream or --distributed (--lambd, the optimizers and decays work there)"
+        )
+    if settings.keep_prob < 1 and (
+        comm is not None or (stream is not None and not settings.batch_size)
+    ):
+        raise InputError(
+            "--keep-prob (dropout) needs mini-batches when the data are streamed and does not "
+            "run with --distributed; add --batch-size to --stream, or leave --keep-prob out"
         )
     if comm is not None and settings.batch_size is not None:
         raise InputError("--distributed trains full batch; leave out --batch-size")
