@@ -64,13 +64,15 @@ def add_course_options(train: argparse.ArgumentParser, given: type[argparse.Acti
         action=given,
         metavar="P",
         help="inverted dropout on the hidden layers, keeping each unit with "
-        "probability P (default 1: none)",
+        "probability P (default 1: none; with --stream needs --batch-size; not with "
+        "--distributed)",
     )
     group.add_argument(
         "--early-stopping",
         action=GivenTrue,
         help="hold out --validation-fraction of the training set; stop when its "
-        "accuracy stops improving, keep the best parameters",
+        "accuracy stops improving, keep the best parameters (data in memory: not with "
+        "--stream or --distributed)",
     )
     group.add_argument(
         "--validation-fraction",
