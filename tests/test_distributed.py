@@ -94,11 +94,13 @@ def test_one_process_without_mpi_is_full_batch_fit(gram):
         np.testing.assert_allclose(got_p, want_p, rtol=1e-12, atol=1e-15)
 
 
-def test_one_process_with_l2_is_fit_with_l2():
+@pytest.mark.parametrize("reg", [(0.8, 1.0), (0.5, 0.75)], ids=["l2", "l2-dropout"])
+def test_one_process_with_l2_and_dropout_is_fit_with_them(reg):
     rng = np.random.RandomState(2)
     X, Y = rng.rand(30, 25), (rng.rand(1, 25) < 0.5).astype(float)
     start = like(draw_parameters([30, 4, 3, 1], "lecun", 1), X)
-    kw = dict(learning_rate=0.05, num_iterations=9, record_every=1, lambd=0.8)
+    kw = dict(learning_rate=0.05, num_iterations=9, record_every=1, lambd=reg[0],
+              keep_prob=reg[1], seed=6)  # fmt: skip
     want = fit(X, Y, TrainState(start), **kw, gram=False)
     got = fit_distributed(X, Y, TrainState(dict(start)), comm=None, **kw)
     plain = fit_distributed(X, Y, TrainState(dict(start)), comm=None, **{**kw, "lambd": 0.0})
@@ -109,6 +111,8 @@ def test_one_process_with_l2_is_fit_with_l2():
                                    atol=1e-15)  # fmt: skip
     with pytest.raises(InputError, match="lambd must be >= 0"):
         fit_distributed(X, Y, TrainState(dict(start)), comm=None, **{**kw, "lambd": -1})
+    with pytest.raises(InputError, match="keep_prob must be in"):
+        fit_distributed(X, Y, TrainState(dict(start)), comm=None, **{**kw, "keep_prob": 0})
 
 
 class FakeComm:
@@ -235,10 +239,13 @@ def test_two_ranks_on_the_real_data(real_data_dir, tmp_path):
     assert got["costs"][100] == pytest.approx(0.672053, abs=5e-7)
 
 
-@pytest.mark.parametrize("extra", [[], ["--lambd", "0.7"]], ids=["plain", "l2"])
+@pytest.mark.parametrize(
+    "extra", [[], ["--lambd", "0.7", "--keep-prob", "0.8"]], ids=["plain", "l2-dropout"]
+)
 def test_deepnet_train_distributed_matches_one_process(tmp_path, extra):
     """The user's command, ``mpiexec -n 2 deepnet train --distributed``, as a subprocess
-    (with L2: added once to the summed gradients, as the in-memory run adds it)."""
+    (with L2, added once to the summed gradients, and dropout, each rank its shard's columns
+    of the full batch's masks: as the in-memory run)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}  # fmt: skip
     common = ["train", "--synthetic", "--layers", "12288,4,1", "--iterations", "21",
@@ -265,10 +272,9 @@ def test_deepnet_train_distributed_matches_one_process(tmp_path, extra):
     "options, message",
     [
         (["--batch-size", "32"], "--distributed trains full batch"),
-        (["--keep-prob", "0.5"], "--keep-prob (dropout) needs mini-batches"),
         (["--early-stopping"], "--early-stopping holds out examples of data in memory"),
     ],
-    ids=["mini-batches", "dropout", "early-stopping"],
+    ids=["mini-batches", "early-stopping"],
 )
 def test_distributed_refuses_what_it_cannot_split(tmp_path, options, message):
     proc = subprocess.run(

@@ -47,7 +47,7 @@ from deepnet.initialization import Init, check_layer_dims, draw_parameters, plac
 from deepnet.install import install_hint
 from deepnet.kernels import num_layers
 from deepnet.optim import Optimizer
-from deepnet.regularization import Regularization
+from deepnet.regularization import NONE, Regularization
 from deepnet.training import DTYPES, make_optimizer, prepare
 
 Array = Any
@@ -169,10 +169,12 @@ class AllreduceSteps(ParameterSteps):
         m_total: int,
         hidden: str = "relu",
         resume: dict[str, Any] | None = None,
-        lambd: float = 0.0,
+        reg: Regularization = NONE,
+        offset: int = 0,
     ) -> None:
-        super().__init__(parameters, optimizer, hidden, resume, Regularization(lambd))
+        super().__init__(parameters, optimizer, hidden, resume, reg)
         self.X, self.Y, self.reducer, self.m_total = X, Y, reducer, m_total
+        self.columns = slice(offset, offset + X.shape[1])  # this shard's examples of them all
         self.xp = array_namespace(X, Y)
         self.keys = grad_keys(num_layers(parameters))
         self.shapes = {k: tuple(parameters[k[1:]].shape) for k in self.keys}
@@ -180,7 +182,12 @@ class AllreduceSteps(ParameterSteps):
     def run(self, iteration: int) -> Array:
         """One full-batch step over all ranks; returns the global cost (before it)."""
         xp = self.xp
-        grads, cost = gradients(self.params, self.X, self.Y, self.m_total, self.hidden)
+        reg, masks = self.reg, None
+        if reg.keep_prob < 1:  # every rank draws the full batch's masks and keeps its columns
+            drawn = reg.masks(reg.hidden_sizes(self.params), self.m_total, iteration, 0)
+            masks = reg.piece_masks(drawn, self.columns, self.X)
+        grads, cost = gradients(self.params, self.X, self.Y, self.m_total, self.hidden,
+                                keep_prob=reg.keep_prob, masks=masks)  # fmt: skip
         flat = self.reducer(_flatten(xp, grads, cost, self.keys))
         grads, cost = _unflatten(xp, flat, self.shapes)
         grads, cost = self.reg.add_l2(self.params, grads, cost, self.m_total)  # on every rank
@@ -213,6 +220,8 @@ def fit_distributed(
     reduce: str = "auto",
     reducer: Allreduce | None = None,
     lambd: float = 0.0,
+    keep_prob: float = 1.0,
+    seed: int = 1,
     **options: Unpack[LoopOptions],
 ) -> TrainState:
     """Full-batch :func:`deepnet.training.fit` where X, Y are this rank's shard of the data.
@@ -223,11 +232,16 @@ def fit_distributed(
     without MPI. Costs are recorded (and the hooks called) on every rank, identically;
     ``should_stop`` is agreed on by all ranks; at the end the ranks check that their
     parameters are bit-for-bit the same. ``lambd`` adds L2 once to the summed gradients
-    (every rank the same); dropout and early stopping are in-memory options.
+    (every rank the same); ``keep_prob`` applies dropout with the masks the in-memory full
+    batch draws (``seed``), each rank taking its shard's columns (shards in rank order).
+    Early stopping is an in-memory option.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
-    Regularization(lambd)  # checks lambd before any collective call
+    reg = Regularization(lambd, keep_prob, seed)  # checked before any collective call
     check_loop_options(num_iterations, **options)
+    offset = 0  # the shard's first example among all (dropout's masks are by example)
+    if reg.keep_prob < 1 and comm is not None and comm.Get_size() > 1:
+        offset = comm.exscan(X.shape[1]) or 0  # rank 0 gets None
     if m_total is None:
         m_total = X.shape[1] if comm is None else comm.allreduce(X.shape[1])
     if m_total < 1:
@@ -235,7 +249,7 @@ def fit_distributed(
     reducer = reducer or Allreduce(comm, X, reduce)
     steps = AllreduceSteps(
         X, Y, state.parameters, optimizer, reducer=reducer, m_total=m_total, hidden=hidden,
-        resume=state.resume, lambd=lambd,
+        resume=state.resume, reg=reg, offset=offset,
     )  # fmt: skip
     options["should_stop"] = agreed_stop(comm, options.get("should_stop"))
     # Each rank takes its share of the node's free cores (deepnet.threads: local ranks).

@@ -18,6 +18,7 @@ from typing import Any
 
 from deepnet.kernels import num_layers
 from deepnet.optim import gd_update
+from deepnet.regularization import NONE, Regularization
 from deepnet.step import backward_above_input, input_gradient, input_product
 
 Array = Any
@@ -29,15 +30,22 @@ def gradients(
     Y: Array,
     m_total: int | None = None,
     hidden: str = "relu",
+    *,
+    keep_prob: float = 1.0,
+    masks: list[Array] | None = None,
 ) -> tuple[dict[str, Array], Array]:
     """(dW1, db1, ..., cost) of the examples in X, each summed over them and divided by m_total.
 
     ``m_total`` defaults to X's number of columns (the ordinary mean). With a shard or a
     chunk, pass the number of examples of the whole data set: the gradients and costs of
     the pieces then add up to the full-batch ones. The cost is a 0-d device array.
+    ``masks`` (with ``keep_prob``) apply inverted dropout to the hidden layers: X's columns
+    of the full batch's masks (:meth:`deepnet.regularization.Regularization.piece_masks`).
+    No L2 here: it is added once to the sum (``Regularization.add_l2``).
     """
+    reg = Regularization(keep_prob=keep_prob) if masks else NONE
     grads, G1, cost = backward_above_input(
-        parameters, input_product(parameters["W1"], X), Y, m_total, hidden
+        parameters, input_product(parameters["W1"], X), Y, m_total, hidden, reg=reg, masks=masks
     )
     grads["dW1"] = input_gradient(G1, X)
     return {k: grads[k] for k in grad_keys(num_layers(parameters))}, cost

@@ -55,11 +55,21 @@ class Regularization:
                      batch: int) -> list[Array]:  # fmt: skip
         """:meth:`masks` for the hidden layers of ``parameters``, in ``like``'s namespace,
         dtype and device (``like``: n1 x m, the first layer's pre-activation)."""
-        L = len(parameters) // 2
-        sizes = [parameters[f"b{layer}"].shape[0] for layer in range(1, L)]
-        host = self.masks(sizes, like.shape[1], iteration, batch)
+        host = self.masks(self.hidden_sizes(parameters), like.shape[1], iteration, batch)
         xp = array_namespace(like)
         return [xp.astype(host_to_like(mask, like), like.dtype) for mask in host]
+
+    def hidden_sizes(self, parameters: dict[str, Array]) -> list[int]:
+        """The hidden layers' unit counts (what the masks cover)."""
+        return [parameters[f"b{layer}"].shape[0] for layer in range(1, len(parameters) // 2)]
+
+    def piece_masks(self, host: list[np.ndarray], columns: Any, like: Array) -> list[Array]:
+        """The columns ``columns`` (host indices or a slice) of a full batch's host masks
+        (:meth:`masks` with batch 0), in ``like``'s namespace, dtype and device: the masks
+        of one piece of the data (a file's chunk, an MPI shard), the same numbers as the
+        in-memory full batch draws for those examples."""
+        xp = array_namespace(like)
+        return [xp.astype(host_to_like(mask[:, columns], like), like.dtype) for mask in host]
 
     def add_l2(
         self, parameters: dict[str, Array], grads: dict[str, Array], cost: Array, m: int

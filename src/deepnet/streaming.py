@@ -284,11 +284,6 @@ class StreamSteps(ParameterSteps):
         m = self.m = source.m
         super().__init__(parameters, optimizer, hidden, resume, reg)
         self.full_batch = batch_size is None or batch_size >= m  # batch_order's rule
-        if self.full_batch and reg.keep_prob < 1:
-            raise InputError(
-                "dropout (keep_prob < 1) on a streamed full batch is not supported; stream "
-                "mini-batches (batch_size) or leave keep_prob at 1"
-            )
         max_batch = min(m, chunk_size if self.full_batch else batch_size)
         self.n_batches = -(-m // max_batch)  # per iteration
 
@@ -302,10 +297,13 @@ class StreamSteps(ParameterSteps):
         """One pass over the file; returns its cost (before the updates)."""
         cost: Any = 0.0
         if self.full_batch:
-            total = None
+            total, reg = None, self.reg
+            drawn = reg.masks(reg.hidden_sizes(self.params), self.m, iteration, 0)
             for _ in range(self.n_batches):
-                _, X, Y = self.stream.next()
-                grads, chunk_cost = gradients(self.params, X, Y, self.m, self.hidden)
+                idx, X, Y = self.stream.next()
+                masks = reg.piece_masks(drawn, idx, X) if drawn else None
+                grads, chunk_cost = gradients(self.params, X, Y, self.m, self.hidden,
+                                              keep_prob=reg.keep_prob, masks=masks)  # fmt: skip
                 total, cost = add_gradients(total, grads), cost + chunk_cost
             total, cost = self.reg.add_l2(self.params, total, cost, self.m)
             self.params, self.state = self.optimizer.update(
@@ -345,7 +343,7 @@ def fit_stream(
     the same loop (:func:`deepnet.engine.fit.run_loop`) over a :class:`StreamSteps`. The
     data go to the parameters' device in their dtype. ``batch_size=None`` is full batch:
     each iteration reads the file in ``chunk_size`` pieces and adds up their gradients.
-    ``lambd`` (L2) works everywhere; ``keep_prob`` (dropout) with mini-batches only.
+    ``lambd`` (L2) and ``keep_prob`` (dropout, the in-memory run's masks) work as in ``fit``.
     """
     optimizer = make_optimizer(learning_rate, optimizer)
     reg = Regularization(lambd, keep_prob, seed)

@@ -64,8 +64,7 @@ def add_course_options(train: argparse.ArgumentParser, given: type[argparse.Acti
         action=given,
         metavar="P",
         help="inverted dropout on the hidden layers, keeping each unit with "
-        "probability P (default 1: none; with --stream needs --batch-size; not with "
-        "--distributed)",
+        "probability P (default 1: none)",
     )
     group.add_argument(
         "--early-stopping",

@@ -144,7 +144,7 @@ class DistributedRun(MemoryRun):
             optimizer=settings.training_options()["optimizer"],
             num_iterations=settings.num_iterations,
             hidden=settings.hidden, record_every=settings.record_every, reducer=reducer,
-            lambd=settings.lambd, **hooks,
+            lambd=settings.lambd, keep_prob=settings.keep_prob, seed=settings.seed, **hooks,
         )  # fmt: skip
 
 

@@ -140,14 +140,8 @@ def _setup(
     if (comm is not None or stream is not None) and settings.early_stopping:
         raise InputError(
             "--early-stopping holds out examples of data in memory; leave it out with "
-            "--stream or --distributed (--lambd, the optimizers and decays work there)"
-        )
-    if settings.keep_prob < 1 and (
-        comm is not None or (stream is not None and not settings.batch_size)
-    ):
-        raise InputError(
-            "--keep-prob (dropout) needs mini-batches when the data are streamed and does not "
-            "run with --distributed; add --batch-size to --stream, or leave --keep-prob out"
+            "--stream or --distributed (--lambd, --keep-prob, the optimizers and decays work "
+            "there)"
         )
     if comm is not None and settings.batch_size is not None:
         raise InputError("--distributed trains full batch; leave out --batch-size")
