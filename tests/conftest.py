@@ -228,3 +228,24 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for name in ("DEEPNET_DATA", "DEEPNET_DEVICE", "DEEPNET_BACKEND"):
         env.pop(name, None)
     return env
+
+
+@pytest.fixture
+def fused_cuda_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Stand in for the fused CUDA step (plain gradient descent, ReLU) on any machine: it
+    accepts every array, runs the generic step, and records each call's learning rate in
+    the list returned, so a test sees which runs the engine sent to it."""
+    from deepnet.cuda import dispatch
+    from deepnet.optim import GradientDescent
+    from deepnet.step import optimizer_step
+
+    taken: list[float] = []
+
+    def fake_cuda(parameters, X, Y, lr):
+        taken.append(lr)
+        params, cost, _ = optimizer_step(parameters, X, Y, GradientDescent(lr), {}, 0)
+        return params, cost
+
+    monkeypatch.setattr(dispatch, "accepts", lambda *a: True)
+    monkeypatch.setattr(dispatch, "cuda_train_step", fake_cuda)
+    return taken

@@ -279,18 +279,8 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_run(tmp_path, cap
     assert "No space left on device" in err and out.exists()
 
 
-def test_the_cuda_step_is_taken_only_for_what_it_implements(monkeypatch):
-    from deepnet.cuda import dispatch as cuda_step
-
-    taken = []
-
-    def fake_cuda(parameters, X, Y, lr):  # stands in for the fused step: plain GD, relu
-        taken.append(lr)
-        params, cost, _ = optimizer_step(parameters, X, Y, GradientDescent(lr), {}, 0)
-        return params, cost
-
-    monkeypatch.setattr(cuda_step, "accepts", lambda *a: True)
-    monkeypatch.setattr(cuda_step, "cuda_train_step", fake_cuda)
+def test_the_cuda_step_is_taken_only_for_what_it_implements(fused_cuda_calls):
+    taken = fused_cuda_calls
     X, Y = data()
     kw = dict(num_iterations=2, gram=False)
     fit(X, Y, start([60, 3, 1], X), learning_rate=0.1, **kw)

@@ -289,18 +289,8 @@ def test_adam_declines_the_gram_path_and_the_cuda_step(backend):
     assert not cuda_supports("relu", GradientDescent(0.1), Regularization(keep_prob=0.9))
 
 
-def test_the_cuda_step_is_taken_only_for_plain_gradient_descent(monkeypatch):
-    from deepnet.cuda import dispatch as cuda_step
-
-    taken = []
-
-    def fake_cuda(parameters, X, Y, lr):
-        taken.append(lr)
-        params, cost, _ = optimizer_step(parameters, X, Y, GradientDescent(lr), {}, 0)
-        return params, cost
-
-    monkeypatch.setattr(cuda_step, "accepts", lambda *a: True)
-    monkeypatch.setattr(cuda_step, "cuda_train_step", fake_cuda)
+def test_the_cuda_step_is_taken_only_for_plain_gradient_descent(fused_cuda_calls):
+    taken = fused_cuda_calls
     X, Y = data()
     kw = dict(num_iterations=2, gram=False)
     fit(X, Y, start([40, 3, 1], X), learning_rate=0.1, **kw)

@@ -11,6 +11,9 @@ it is older than :data:`STALE_AFTER_S`. A write that fails (disk full, permissio
 raises :class:`WriteError`, a :class:`~deepnet.errors.DeepnetError` naming the target and the
 cause; :func:`try_write` turns it into a warning for writes that may fail (periodic
 checkpoints).
+
+Reading has the opposite hazard, a path that never ends: :func:`open_regular` opens a file
+only if it is a regular one, never blocking on a FIFO or a device.
 """
 
 from __future__ import annotations
@@ -115,6 +118,29 @@ def try_write(
             warn(message)
         return False
     return True
+
+
+class NotRegularFileError(Exception):
+    """The path is a folder, FIFO, socket or device; ``mode`` (``st_mode``) says which."""
+
+    def __init__(self, mode: int) -> None:
+        super().__init__(f"not a regular file (mode {mode:o})")
+        self.mode = mode
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file: looked at before opening, opened
+    without blocking (a FIFO swapped in meanwhile cannot block), looked at again on the open
+    file. Raises :class:`NotRegularFileError`, or the ``OSError`` of looking or opening, for the
+    caller to word (each reader names what it expected)."""
+    if not stat.S_ISREG(mode := os.stat(path).st_mode):
+        raise NotRegularFileError(mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFileError(mode)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def temporary_name(path: Path) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 from deepnet.constants import IMAGE_SHAPE
 from deepnet.errors import InputError
+from deepnet.fileio import NotRegularFileError, open_regular
 from deepnet.paths import safe_text
 
 MAX_PIXELS = 40_000_000  # 40 megapixels: any photograph, far below a decompression bomb
@@ -87,22 +88,15 @@ def load_picture(path: str | os.PathLike) -> np.ndarray:
 def _open_regular(path: str | os.PathLike, shown: str) -> BinaryIO:
     """Open ``path`` for reading only if it is a regular file; never blocks on a FIFO."""
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(_not_regular(shown, info.st_mode))
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        return open_regular(path)
+    except NotRegularFileError as exc:
+        raise InputError(_not_regular(shown, exc.mode)) from None
     except FileNotFoundError:
         raise InputError(f"{shown}: picture not found") from None
     except PermissionError:
         raise InputError(f"{shown}: permission denied (cannot read the picture)") from None
     except OSError as exc:
         raise InputError(f"{shown}: cannot open the picture ({exc.strerror})") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between the two looks
-        mode = os.fstat(fd).st_mode
-        os.close(fd)
-        raise InputError(_not_regular(shown, mode))
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def _not_regular(shown: str, mode: int) -> str:

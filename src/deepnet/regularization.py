@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from deepnet.backend import array_namespace
-from deepnet.course_tools import host_to_like
+from deepnet.course_tools import host_to_like, l2_cost
 from deepnet.course_updates import check_keep_prob, check_lambd, l2_gradient
 
 Array = Any
@@ -56,18 +56,17 @@ class Regularization:
         """:meth:`masks` for the hidden layers of ``parameters``, in ``like``'s namespace,
         dtype and device (``like``: n1 x m, the first layer's pre-activation)."""
         host = self.masks(self.hidden_sizes(parameters), like.shape[1], iteration, batch)
-        xp = array_namespace(like)
-        return [xp.astype(host_to_like(mask, like), like.dtype) for mask in host]
+        return self.piece_masks(host, slice(None), like)
 
     def hidden_sizes(self, parameters: dict[str, Array]) -> list[int]:
         """The hidden layers' unit counts (what the masks cover)."""
         return [parameters[f"b{layer}"].shape[0] for layer in range(1, len(parameters) // 2)]
 
     def piece_masks(self, host: list[np.ndarray], columns: Any, like: Array) -> list[Array]:
-        """The columns ``columns`` (host indices or a slice) of a full batch's host masks
-        (:meth:`masks` with batch 0), in ``like``'s namespace, dtype and device: the masks
-        of one piece of the data (a file's chunk, an MPI shard), the same numbers as the
-        in-memory full batch draws for those examples."""
+        """The columns ``columns`` (host indices or a slice) of host masks from :meth:`masks`,
+        in ``like``'s namespace, dtype and device. With a full batch's masks (batch 0) and
+        one piece's columns (a file's chunk, an MPI shard): the same numbers the in-memory
+        full batch draws for those examples."""
         xp = array_namespace(like)
         return [xp.astype(host_to_like(mask[:, columns], like), like.dtype) for mask in host]
 
@@ -76,17 +75,15 @@ class Regularization:
     ) -> tuple[dict[str, Array], Array]:
         """The L2 terms, added once to gradients and a cost summed over pieces of the data
         (a file's chunks, MPI shards; ``m`` the examples of all of them): each ``dW_l``
-        gains ``lambd / m * W_l`` and the cost ``lambd / (2 m) * sum_l ||W_l||^2``, in
-        :func:`deepnet.step.backward_above_input`'s order. Nothing without L2."""
+        gains ``lambd / m * W_l`` and the cost ``lambd / (2 m) * sum_l ||W_l||^2``
+        (:func:`deepnet.course_tools.l2_cost`). Nothing without L2."""
         if not self.lambd:
             return grads, cost
-        xp = array_namespace(parameters["W1"])
-        grads, total = dict(grads), None
-        for layer in range(1, len(parameters) // 2 + 1):
-            W = parameters[f"W{layer}"]
-            total = xp.sum(W * W) if total is None else total + xp.sum(W * W)
-            grads[f"dW{layer}"] = l2_gradient(grads[f"dW{layer}"], W, self.lambd, m)
-        return grads, cost + 1.0 / m * self.lambd / 2 * total
+        grads = {
+            k: l2_gradient(g, parameters[k[1:]], self.lambd, m) if k.startswith("dW") else g
+            for k, g in grads.items()
+        }
+        return grads, cost + l2_cost(parameters, self.lambd, m)
 
     def config(self) -> dict[str, Any]:
         """``{"lambd": .., "keep_prob": ..}`` for model files."""

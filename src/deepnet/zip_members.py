@@ -19,11 +19,12 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from deepnet.errors import ModelFileError
+from deepnet.fileio import NotRegularFileError, open_regular
 from deepnet.hdf5 import MAX_EXPANSION
 
 _NPY_HEADER_SLACK = 4096  # a .npy member is its data plus a small header
@@ -99,27 +100,23 @@ def _check_sizes(info: zipfile.ZipInfo, path: Path) -> None:
         )
 
 
-def _open_regular(path: Path) -> io.BufferedReader:
+def _open_regular(path: Path) -> BinaryIO:
     """Open a model file, which must be a regular file: a FIFO or device would block or never
-    end. Opened without blocking, then checked on the open file itself (no swap in between)."""
+    end (:func:`deepnet.fileio.open_regular`)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        return open_regular(path)
+    except NotRegularFileError as exc:
+        if stat.S_ISDIR(exc.mode):
+            raise ModelFileError(f"{path}: a folder, not a model file") from None
+        raise ModelFileError(
+            f"{path}: not a regular file (a FIFO, socket or device); not read"
+        ) from None
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied (cannot read the model file)") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: a folder, not a model file") from None
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot open the model file ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ModelFileError(f"{path}: a folder, not a model file")
-        raise ModelFileError(f"{path}: not a regular file (a FIFO, socket or device); not read")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def _read_array(
