@@ -96,6 +96,24 @@ def test_a_resumed_run_holds_epochs_to_its_checkpoint(tmp_path, monkeypatch, cap
     assert len(load_model(tmp_path / "m.npz").costs) == 6
 
 
+def test_resuming_under_another_blas_kernel_set_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    from deepnet import threads  # noqa: PLC0415
+
+    monkeypatch.setattr(threads, "kernel_set", lambda: "SkylakeX")
+    stop_at(monkeypatch, 2)
+    assert train(*TINY, "-n", "4", "--out", "m.npz", cwd=tmp_path) == 130
+    monkeypatch.undo()
+    monkeypatch.setattr(threads, "kernel_set", lambda: "Haswell")
+    capsys.readouterr()
+    assert train("--resume", "m.ckpt.npz", "--no-progress", cwd=tmp_path) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "kernels" in line]
+    assert warned == [
+        "deepnet: warning: this run started under OpenBLAS's SkylakeX kernels and resumes "
+        "under Haswell: it continues to rounding, not bit for bit; set "
+        "OPENBLAS_CORETYPE=SkylakeX before starting Python to resume it exactly"
+    ]
+
+
 def test_epochs_at_full_batch_are_iterations(tmp_path, capsys):
     assert train(*TINY, "--epochs", "7", "--out", "m.npz", cwd=tmp_path) == 0
     assert "7 iterations, full batch" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -116,7 +118,9 @@ def test_describe_is_one_line():
     line = threads.describe(threads.blas_info(threads.ThreadPlan(1, "1 usable core")))
     assert "\n" not in line and "1 thread(s)" in line and "1 usable core" in line
     left = threads.describe({"library": "openblas", "threads": 2, "policy": {"threads": None}})
-    assert "left to the BLAS" in left
+    assert "left to the BLAS" in left and "kernels" not in left
+    named = threads.describe({"library": "openblas", "architecture": "Haswell", "threads": 1})
+    assert "(?, Haswell kernels)" in named
 
 
 NO_USER_SETTING = {name: "" for name in (*threads.USER_VARS, threads.OWN_VAR)}
@@ -182,6 +186,49 @@ def test_training_records_its_count_in_checkpoints_and_resumes_on_it(monkeypatch
     assert more.resume[threads.RESUME_KEY] == 1 and set(during) == {1}
     params, _ = L_layer_model(X, Y, [50, 3, 1], num_iterations=2)
     assert params["W1"].shape == (3, 50)
+
+
+def test_checkpoints_record_the_kernel_set_and_a_resume_under_another_warns(monkeypatch):
+    from deepnet.training import TrainState, train  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.random((50, 12)), (rng.random((1, 12)) < 0.5) * 1.0
+    kw = dict(init="lecun", seed=1, learning_rate=0.05, num_iterations=4)
+    monkeypatch.setattr(threads, "kernel_set", lambda: "SkylakeX")
+    done = train(X, Y, [50, 3, 1], **kw)
+    assert done.resume[threads.KERNELS_KEY] == "SkylakeX"
+    start = TrainState(done.parameters, done.costs, 2, resume=done.resume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(X, Y, [50, 3, 1], start=start, **kw)  # the same set: silent
+    monkeypatch.setattr(threads, "kernel_set", lambda: "Haswell")
+    with pytest.warns(RuntimeWarning) as caught:
+        again = train(X, Y, [50, 3, 1], start=start, **kw)
+    assert len(caught) == 1  # once per run, though train nests blas_threads
+    message = str(caught[0].message)
+    assert "started under OpenBLAS's SkylakeX kernels and resumes under Haswell" in message
+    assert "OPENBLAS_CORETYPE=SkylakeX" in message and "\n" not in message
+    assert again.resume[threads.KERNELS_KEY] == "Haswell"
+
+
+def test_a_kernel_record_that_is_not_a_plain_name_is_ignored(monkeypatch):
+    monkeypatch.setattr(threads, "kernel_set", lambda: "Haswell")
+    said: list[str] = []
+    for bad in ("\x1b[2JSkylakeX", "a" * 40, 7, None, ""):
+        threads.check_kernels({threads.KERNELS_KEY: bad}, said.append)
+    assert said == []
+    threads.check_kernels({threads.KERNELS_KEY: "Zen"}, said.append)
+    assert len(said) == 1 and said[0].startswith("this run started under OpenBLAS's Zen")
+    monkeypatch.setattr(threads, "kernel_set", lambda: None)  # a BLAS that names none
+    threads.check_kernels({threads.KERNELS_KEY: "Zen"}, said.append)
+    assert len(said) == 1
+
+
+def test_kernel_set_names_numpys_openblas():
+    info = threads.blas_info(threads.ThreadPlan(1, "x"))
+    if info["library"] != "openblas":
+        pytest.skip(f"NumPy's BLAS here is {info['library']}, which names no kernel set")
+    assert threads.kernel_set() == info["architecture"]
 
 
 def test_deepnet_info_reports_the_blas_and_the_policy(capsys):

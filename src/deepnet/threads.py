@@ -34,9 +34,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import math
 import os
-from collections.abc import Iterator, Mapping
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -189,6 +192,8 @@ def plan(
 
 #: Where a run's thread count is kept in ``TrainState.resume`` (and so in checkpoints).
 RESUME_KEY = "blas.threads"
+#: Where a run's OpenBLAS kernel set (``OPENBLAS_CORETYPE``'s choices) is kept beside it.
+KERNELS_KEY = "blas.kernels"
 _ACTIVE: contextvars.ContextVar[ThreadPlan | None] = contextvars.ContextVar(
     "deepnet_blas_plan", default=None
 )
@@ -217,15 +222,19 @@ def blas_threads(
     *,
     decided: ThreadPlan | None = None,
     resume: Mapping[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Iterator[ThreadPlan]:
     """Run the body with the BLAS limited to :func:`plan`'s threads; restored on exit.
 
     Decided once per run: ``resume`` holding a recorded count takes it (:func:`recorded`);
     inside another ``blas_threads`` the outer decision is kept (with more ``readers``
-    re-shared from the outer reading, without reading the machine again).
+    re-shared from the outer reading, without reading the machine again). A resume under
+    another kernel set is reported (:func:`check_kernels`; ``report`` instead of a warning).
     """
     outer = _ACTIVE.get()
     chosen = decided or recorded(resume)
+    if outer is None:  # the outermost call speaks for the run, once
+        check_kernels(resume, report)
     if chosen is None and outer is not None:
         chosen = outer
         if readers > outer.readers and outer.cores:
@@ -256,10 +265,50 @@ def recording(chosen: ThreadPlan, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def stamped(state: Any, chosen: ThreadPlan) -> Any:
-    """A TrainState whose ``resume`` records the thread count (:data:`RESUME_KEY`)."""
-    if chosen.threads is None:
-        return state
-    return dataclasses.replace(state, resume={**state.resume, RESUME_KEY: chosen.threads})
+    """A TrainState whose ``resume`` records the thread count (:data:`RESUME_KEY`) and the
+    BLAS kernel set (:data:`KERNELS_KEY`, where the BLAS names one)."""
+    extra: dict[str, Any] = {} if chosen.threads is None else {RESUME_KEY: chosen.threads}
+    kernels = kernel_set()
+    if kernels is not None:
+        extra[KERNELS_KEY] = kernels
+    return dataclasses.replace(state, resume={**state.resume, **extra}) if extra else state
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_set() -> str | None:
+    """The kernel set NumPy's BLAS loaded (OpenBLAS's ``SkylakeX``, ``Haswell``...), or None.
+
+    Fixed for the life of the process: OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads.
+    """
+    name = blas_info(ThreadPlan(None, "")).get("architecture")
+    return name if isinstance(name, str) and _KERNEL_NAME.fullmatch(name) else None
+
+
+_KERNEL_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")
+
+
+def check_kernels(
+    resume: Mapping[str, Any] | None, report: Callable[[str], None] | None = None
+) -> None:
+    """Warn when a resumed run started under another BLAS kernel set than this process has.
+
+    The kernel set changes the products' last bits (docs/benchmarks.md, "OpenBLAS's kernel
+    set"), and unlike the thread count it cannot be switched once NumPy is loaded; so the
+    run continues to rounding, not bit for bit, and the warning says how to match it.
+    """
+    before = (resume or {}).get(KERNELS_KEY)
+    now = kernel_set()
+    if not isinstance(before, str) or not _KERNEL_NAME.fullmatch(before) or now in (None, before):
+        return
+    message = (
+        f"this run started under OpenBLAS's {before} kernels and resumes under {now}: it "
+        f"continues to rounding, not bit for bit; set OPENBLAS_CORETYPE={before} before "
+        f"starting Python to resume it exactly"
+    )
+    if report is not None:
+        report(message)
+    else:
+        warnings.warn(f"deepnet: {message}", RuntimeWarning, stacklevel=4)
 
 
 def blas_info(decided: ThreadPlan | None = None) -> dict[str, Any]:
@@ -294,8 +343,10 @@ def describe(info: dict[str, Any] | None = None) -> str:
     policy = info.get("policy", {})
     chosen = policy.get("threads")
     decided = "left to the BLAS" if chosen is None else f"{chosen} thread(s)"
+    # The kernel set matters for speed (docs/benchmarks.md, "OpenBLAS's kernel set").
+    kernels = f", {info['architecture']} kernels" if info.get("architecture") else ""
     return (
         f"BLAS: {info.get('library') or 'unknown'} {info.get('version') or ''} "
-        f"({info.get('threading_layer') or '?'}), {info.get('threads')} thread(s) now; "
+        f"({info.get('threading_layer') or '?'}{kernels}), {info.get('threads')} thread(s) now; "
         f"deepnet's policy: {decided} ({policy.get('reason', '')})"
     )

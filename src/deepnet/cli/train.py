@@ -274,7 +274,8 @@ def _train(args: argparse.Namespace, setup: Setup, comm: Any) -> int:
     began = time.perf_counter()
     stop = StopRequest()
     try:
-        with stop, threads.blas_threads(resume=None if start is None else start.resume):
+        resume = None if start is None else start.resume
+        with stop, threads.blas_threads(resume=resume, report=common.warn):
             state = run.train(
                 settings, device, start, callback=progress, on_step=progress.step,
                 on_batch=progress.batch if progress.per > 1 else None,
