@@ -224,10 +224,17 @@ def test_a_kernel_record_that_is_not_a_plain_name_is_ignored(monkeypatch):
     assert len(said) == 1
 
 
-def test_kernel_set_names_numpys_openblas():
+def test_kernel_set_names_numpys_openblas(monkeypatch):
     info = threads.blas_info(threads.ThreadPlan(1, "x"))
     if info["library"] != "openblas":
         pytest.skip(f"NumPy's BLAS here is {info['library']}, which names no kernel set")
+    assert threads.kernel_set() == info["architecture"]
+    threads.kernel_set.cache_clear()
+    blis = {"library": "blis", "architecture": "zen3"}
+    monkeypatch.setattr(threads, "blas_info", lambda *a: blis)
+    assert threads.kernel_set() is None  # only OpenBLAS's sets are what OPENBLAS_CORETYPE picks
+    monkeypatch.undo()
+    threads.kernel_set.cache_clear()
     assert threads.kernel_set() == info["architecture"]
 
 

@@ -280,7 +280,8 @@ def kernel_set() -> str | None:
 
     Fixed for the life of the process: OpenBLAS reads ``OPENBLAS_CORETYPE`` when it loads.
     """
-    name = blas_info(ThreadPlan(None, "")).get("architecture")
+    info = blas_info(ThreadPlan(None, ""))
+    name = info.get("architecture") if info.get("library") == "openblas" else None
     return name if isinstance(name, str) and _KERNEL_NAME.fullmatch(name) else None
 
 
