@@ -21,10 +21,11 @@ import time
 import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
+from cli_process import mpiexec
+from course_files import write_data
 from deepnet import cli, fileio
 from deepnet.checkpoint import load_checkpoint, save_checkpoint
 from deepnet.cli import common
@@ -60,20 +61,6 @@ def fresh_cli_state():
     common.SILENT = False
     yield
     common.SILENT = False
-
-
-def write_data(folder: Path, seed: int = 0, m: int = 16) -> Path:
-    """A small data set in the course's layout."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    for split, count in (("train", m), ("test", 4)):
-        with h5py.File(folder / FILES[split], "w") as f:
-            f.create_dataset(
-                f"{split}_set_x", data=rng.randint(0, 256, (count, 64, 64, 3)).astype(np.uint8)
-            )
-            f.create_dataset(f"{split}_set_y", data=(np.arange(count) % 2).astype(np.int64))
-            f.create_dataset("list_classes", data=np.array([b"non-cat", b"cat"]))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -443,24 +430,11 @@ def test_disk_full(data, tmp_path, monkeypatch, capsys):
 # hangs: MPI agreement, FIFOs
 
 
-def _mpiexec() -> str:
-    import importlib.util
-    import shutil
-
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("mpi4py is not installed")
-    here = Path(sys.executable).parent / "mpiexec"
-    found = str(here) if here.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec")
-    return found
-
-
 def test_an_error_on_rank_0_reaches_every_rank(tmp_path, env):
     (tmp_path / "x.npz").mkdir()
     started = time.monotonic()
     proc = subprocess.run(
-        [_mpiexec(), "-n", "2", sys.executable, "-m", "deepnet.cli", "train", "--distributed",
+        [mpiexec(), "-n", "2", sys.executable, "-m", "deepnet.cli", "train", "--distributed",
          "--synthetic", *TINY, "-n", "3", "--out", "x.npz"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip

@@ -8,7 +8,6 @@ ranks. The reductions themselves on a GPU are the cuda-marked tests at the end.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_process import mpiexec
 from deepnet import allreduce
 from deepnet.allreduce import Allreduce, _mpi_accepts_cuda, agree
 from deepnet.backend import cuda_available
@@ -368,21 +368,11 @@ def test_no_libmpi_means_no_query():
 # --------------------------------------------------------------------------- real MPI ranks
 
 
-def _mpiexec() -> str:
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("mpi4py is not installed: pip install -e '.[test]'")
-    here = Path(sys.executable).parent / "mpiexec"
-    found = str(here) if here.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec found: pip install mpich")
-    return found
-
-
 def _mpi_run(n: int, script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "ranks.py"
     path.write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [_mpiexec(), "-n", str(n), sys.executable, str(path), *args]
+    cmd = [mpiexec(), "-n", str(n), sys.executable, str(path), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_process import mpiexec
 from deepnet.distributed import (
     DistributedError,
     _check_launch,
@@ -153,16 +152,6 @@ def test_a_failure_on_another_rank_fails_every_rank():
 # --------------------------------------------------------------------------- real MPI ranks
 
 
-def _mpiexec() -> str:
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("mpi4py is not installed: pip install -e '.[test]' (or '.[mpi]')")
-    here = Path(sys.executable).parent / "mpiexec"  # the PyPI mpich wheel puts it here
-    found = str(here) if here.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec found: pip install mpich (or put your MPI's mpiexec on PATH)")
-    return found
-
-
 def run_ranks(n: int, args: list[str], tmp_path: Path) -> dict:
     """``mpiexec -n n python -m deepnet.distributed train ...``; rank 0's costs and params."""
     costs, params = tmp_path / "costs.json", tmp_path / "params.npz"
@@ -170,7 +159,7 @@ def run_ranks(n: int, args: list[str], tmp_path: Path) -> dict:
     # on a small machine spin against each other).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}  # fmt: skip
-    cmd = [_mpiexec(), "-n", str(n), sys.executable, "-m", "deepnet.distributed", "train",
+    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "deepnet.distributed", "train",
            *args, "--quiet", "--costs-json", str(costs), "--params-npz", str(params)]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout}\n{out.stderr}"
@@ -217,7 +206,7 @@ def test_two_ranks_from_arrays_in_memory(tmp_path):
     script = tmp_path / "arrays.py"
     script.write_text(ARRAYS_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cmd = [_mpiexec(), "-n", "2", sys.executable, str(script), str(source.path)]
+    cmd = [mpiexec(), "-n", "2", sys.executable, str(script), str(source.path)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     X, Y = load_shard(source, 0, source.m)
@@ -252,7 +241,7 @@ def test_deepnet_train_distributed_matches_one_process(tmp_path, extra):
               "--record-every", "10", "--print-every", "10", "--no-progress", *extra]  # fmt: skip
     cli = [sys.executable, "-m", "deepnet"]
     two = subprocess.run(
-        [_mpiexec(), "-n", "2", *cli, *common, "--distributed", "--out", str(tmp_path / "d.npz")],
+        [mpiexec(), "-n", "2", *cli, *common, "--distributed", "--out", str(tmp_path / "d.npz")],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr

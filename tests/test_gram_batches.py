@@ -3,15 +3,15 @@ bit for bit; fit picks it where it is valid and pays."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
 import pytest
 
+from cli_process import interrupt
+from cli_process import run as run_cli
+from course_files import write_data
 from deepnet import gram_batches
 from deepnet.backend import array_namespace, to_numpy
 from deepnet.engine.sources import MemorySteps, batch_order, memory_source
@@ -279,56 +279,26 @@ def test_course_data_mini_batch_64_same_costs_and_accuracy(real_data_dir):
         assert accuracy(predict(Xs, None, q), Ys) == accuracy(predict(Xs, None, p), Ys)
 
 
-def write_course_like(folder, m: int = 100) -> None:
-    """A small data set in the course's layout (random pictures)."""
-    from deepnet.data import FILES
-
-    rng = np.random.RandomState(0)
-    for split, count in (("train", m), ("test", 4)):
-        with h5py.File(folder / FILES[split], "w") as f:
-            pictures = rng.randint(0, 256, (count, 64, 64, 3)).astype(np.uint8)
-            f.create_dataset(f"{split}_set_x", data=pictures)
-            f.create_dataset(f"{split}_set_y", data=(np.arange(count) % 2).astype(np.int64))
-            f.create_dataset("list_classes", data=np.array([b"non-cat", b"cat"]))
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_cli_batch_64_sigint_and_resume_is_bit_identical(env, tmp_path):
     from deepnet.checkpoint import load_checkpoint
     from deepnet.model_io import load_model
 
-    (tmp_path / "data").mkdir()
-    write_course_like(tmp_path / "data")
+    write_data(tmp_path / "data", m=100)
     env = {**env, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     args = ["--data", "data", "--layers", "12288,4,1", "--learning-rate", "0.01",
             "--batch-size", "64", "--record-every", "10", "--print-every", "0",
             "--checkpoint-every", "50", "--epochs", "3000"]  # fmt: skip
 
-    def train(*more):
-        cmd = [sys.executable, "-m", "deepnet.cli", "train", *args, *more]
-        return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
-
-    assert train("--out", "ref.npz").returncode == 0
-    cmd = [sys.executable, "-m", "deepnet.cli", "train", *args, "--out", "run.npz"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    checkpoint, deadline = tmp_path / "run.ckpt.npz", time.monotonic() + 60
-    while not checkpoint.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"no checkpoint appeared: {proc.communicate()}")
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    train = [sys.executable, "-m", "deepnet.cli", "train"]
+    run_cli([*train, *args, "--out", "ref.npz"], tmp_path, env)
+    checkpoint = tmp_path / "run.ckpt.npz"
+    code, err = interrupt([*train, *args, "--out", "run.npz"], checkpoint, tmp_path, env)
+    assert code == 130, err
     saved = load_checkpoint(checkpoint)
     assert 50 <= saved.iteration < 3000
     assert "gram.H_sum" in saved.resume  # the run was on the mini-batch Gram source
-    done = subprocess.run([sys.executable, "-m", "deepnet.cli", "train", "--resume",
-                           "run.ckpt.npz"], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run_cli([*train, "--resume", "run.ckpt.npz"], tmp_path, env)  # asserts it exits 0
     a, b = load_model(tmp_path / "run.npz"), load_model(tmp_path / "ref.npz")
     assert a.costs == b.costs
     for key, value in b.parameters.items():

@@ -18,13 +18,13 @@ import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
+from course_files import write_data
 from deepnet import cli
 from deepnet.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
-from deepnet.data import FILES, load_dataset
+from deepnet.data import load_dataset
 from deepnet.errors import ModelFileError
 from deepnet.model_io import META_NAME, load_model
 from deepnet.training import L_layer_model, two_layer_model
@@ -33,19 +33,6 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 TRAIN = ["--layers", "12288,4,1", "--learning-rate", "0.01", "--record-every", "10"]
 TRAIN += ["--print-every", "0", "--checkpoint-every", "50"]
-
-
-def write_data(folder: Path, seed: int = 0, m: int = 16) -> Path:
-    """A small data set in the course's layout."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    for split, count in (("train", m), ("test", 4)):
-        with h5py.File(folder / FILES[split], "w") as f:
-            pictures = rng.randint(0, 256, (count, 64, 64, 3)).astype(np.uint8)
-            f.create_dataset(f"{split}_set_x", data=pictures)
-            f.create_dataset(f"{split}_set_y", data=(np.arange(count) % 2).astype(np.int64))
-            f.create_dataset("list_classes", data=np.array([b"non-cat", b"cat"]))
-    return folder
 
 
 @pytest.fixture(scope="module")

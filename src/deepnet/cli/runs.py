@@ -50,14 +50,20 @@ class Resume:
         return TrainState(point.parameters, point.costs, point.iteration, resume=point.resume)
 
 
-def resume_point(args: argparse.Namespace) -> Resume:
-    """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
+def existing_resume_path(args: argparse.Namespace) -> Path:
+    """:func:`resume_path`, which must be a file: else one line saying how to name it."""
     path = resume_path(args)
     if not path.is_file():
         raise InputError(
             f"no checkpoint at {safe_text(path)} to resume; give its path: "
             "deepnet train --resume PATH"
         )
+    return path
+
+
+def resume_point(args: argparse.Namespace) -> Resume:
+    """The checkpoint ``--resume`` names (default: ``--checkpoint``'s, else beside ``--out``)."""
+    path = existing_resume_path(args)
     checkpoint = load_checkpoint(path)
     settings = checkpoint_settings(checkpoint, path)
     given = {dest: getattr(args, dest) for dest in getattr(args, "given", set())}
@@ -140,12 +146,7 @@ def usable_name(label: str, given: str) -> None:
 
 def refuse_non_checkpoint(args: argparse.Namespace) -> None:
     """Before locking anything: ``--resume`` must name a checkpoint (the loader says why not)."""
-    path = resume_path(args)
-    if not path.is_file():
-        raise InputError(
-            f"no checkpoint at {safe_text(path)} to resume; give its path: "
-            "deepnet train --resume PATH"
-        )
+    path = existing_resume_path(args)
     try:
         kind = deepnet_file_kind(path)
     except OSError:
